@@ -1,0 +1,115 @@
+"""Domain errors and the one place they become HTTP answers.
+
+Every error body is ``{"code": "<stable_snake_case>", "detail": "<sentence>", "fields": {...}}``.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class DomainError(Exception):
+    """A rule of the domain was broken; ``code`` and ``status_code`` say how the API answers."""
+
+    code = "invalid_request"
+    status_code = 400
+
+    def __init__(self, detail: str, *, fields: dict | None = None, extra: dict | None = None):
+        super().__init__(detail)
+        self.detail = detail
+        self.fields = fields or {}
+        self.extra = extra or {}
+
+
+class NotFound(DomainError):
+    code = "not_found"
+    status_code = 404
+
+
+class Forbidden(DomainError):
+    """The caller sees the object but lacks the role (or token scope) for this action."""
+
+    code = "permission_denied"
+    status_code = 403
+
+
+class Conflict(DomainError):
+    code = "conflict"
+    status_code = 409
+
+
+_CODES = {
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.NotAcceptable: "not_acceptable",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.ParseError: "malformed_request",
+    exceptions.Throttled: "throttled",
+    exceptions.ValidationError: "invalid",
+}
+
+
+def _first_message(fields) -> str:
+    if isinstance(fields, dict):
+        for name, value in fields.items():
+            msg = _first_message(value)
+            if msg:
+                return msg if name == "non_field_errors" else f"{name}: {msg}"
+    if isinstance(fields, list):
+        for value in fields:
+            msg = _first_message(value)
+            if msg:
+                return msg
+    if isinstance(fields, str):
+        return fields
+    return ""
+
+
+def error_body(code: str, detail: str, fields: dict | None = None, **extra) -> dict:
+    return {"code": code, "detail": detail, "fields": fields or {}, **extra}
+
+
+def exception_handler(exc, context):
+    """DRF's exception handler, answering every error in the contract's JSON shape."""
+    if isinstance(exc, DomainError):
+        return Response(error_body(exc.code, exc.detail, exc.fields, **exc.extra), status=exc.status_code)
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    if isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = next((c for cls, c in _CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, exceptions.ValidationError):
+        fields = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+        detail = _first_message(fields) or "Invalid input."
+        response.data = error_body(code, detail, fields)
+    else:
+        detail = response.data.get("detail", "") if isinstance(response.data, dict) else str(response.data)
+        response.data = error_body(code, str(detail))
+    return response
+
+
+def json_error(code: str, detail: str, status_code: int, **extra) -> JsonResponse:
+    """The same error shape for plain Django views (webhooks, health)."""
+    return JsonResponse(error_body(code, detail, **extra), status=status_code)
+
+
+def handler404(request, exception=None):
+    return json_error("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+
+
+def handler500(request):
+    return json_error("server_error", "Something went wrong on our side.", 500)

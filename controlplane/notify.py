@@ -1,0 +1,415 @@
+"""Alerts: an event fans out to the team's subscribed channels as Notification rows, one per
+channel, each delivered by a task with retries. A row is the record of a delivery whatever
+happens to the task: the sweeper re-enqueues rows whose task was lost.
+
+Delivery outcome: sent; pending again with a next attempt (timeouts, 5xx, throttling; at most
+``NOTIFY_MAX_ATTEMPTS`` tries); or failed (permanent errors, out of tries). A target that is
+gone for good (Slack 404/410, an address the mail server refuses, an invalid phone number)
+also disables the channel, with the error as the reason, so it stops failing on every alert.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from . import audit
+from .channels import backend_for
+from .channels.base import DeliveryError, Message
+from .choices import AlertEvent, NotificationStatus
+from .models import Channel, Notification
+
+log = logging.getLogger(__name__)
+
+DEPLOY_EVENTS = (
+    AlertEvent.DEPLOY_STARTED,
+    AlertEvent.DEPLOY_SUCCEEDED,
+    AlertEvent.DEPLOY_FAILED,
+    AlertEvent.ROLLBACK,
+)
+
+
+@dataclass(frozen=True)
+class DeliveryOutcome:
+    """What one delivery attempt ended in. ``retry_in``: seconds until the next try, when one is due."""
+
+    status: str  # a NotificationStatus, or "skipped" when the row was not ours to send
+    retry_in: float | None = None
+    error: str = ""
+
+
+# --- Who hears about what -------------------------------------------------------------------
+
+
+def subscribed_channels(*, team_id: int, app_id: int | None, event: str) -> list[Channel]:
+    """Enabled channels of the team subscribed to ``event`` for this app (or for all apps)."""
+    qs = Channel.objects.filter(team_id=team_id, enabled=True)
+    qs = qs.filter(Q(apps=None) | Q(apps=app_id)) if app_id else qs.filter(apps=None)
+    return [c for c in qs.distinct().order_by("pk") if event in (c.events or [])]
+
+
+def _fan_out(
+    *, team_id: int, app, event: str, message: Message, deployment=None, incident=None
+) -> list[Notification]:
+    channels = subscribed_channels(team_id=team_id, app_id=app.pk if app else None, event=event)
+    if deployment is not None:
+        # The engine may report a transition again when a job is resumed: one alert per transition.
+        done = set(
+            Notification.objects.filter(deployment=deployment, event=event).values_list(
+                "channel_id", flat=True
+            )
+        )
+        channels = [c for c in channels if c.pk not in done]
+    if not channels:
+        return []
+    now = timezone.now()
+    rows = Notification.objects.bulk_create(
+        [
+            Notification(
+                channel=channel,
+                event=event,
+                app=app,
+                deployment=deployment,
+                incident=incident,
+                payload=message.to_payload(),
+                next_attempt_at=now,
+                created_at=now,
+            )
+            for channel in channels
+        ]
+    )
+    ids = [row.pk for row in rows]
+    transaction.on_commit(lambda: enqueue(ids))
+    return rows
+
+
+def enqueue(notification_ids: Iterable[int]) -> None:
+    """Hand deliveries to the workers. A broker failure is logged, not raised: the rows stay
+    pending and the sweeper enqueues them again."""
+    from workers.tasks import deliver_notification
+
+    for pk in notification_ids:
+        try:
+            deliver_notification.delay(pk)
+        except Exception:  # noqa: BLE001 - the row is the record; the sweeper retries
+            log.warning("could not enqueue notification %s; the sweeper will", pk, exc_info=True)
+
+
+# --- Messages -------------------------------------------------------------------------------
+
+
+def _duration(seconds: float | None) -> str:
+    seconds = int(seconds or 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes}m"
+    if minutes:
+        return f"{minutes}m {secs}s"
+    return f"{secs}s"
+
+
+def incident_message(incident, event: str, *, reminder: bool = False) -> Message:
+    """The alert for an incident opening (``health_down``), still open (``reminder``) or closing."""
+    sp = incident.stage_placement
+    app, stage, region = sp.stage.app, sp.stage, sp.placement.region.code
+    name = f"{app.slug} {stage.name}"
+    fields = {"App": app.slug, "Stage": stage.name, "Region": region, "Incident": f"#{incident.pk}"}
+    if event == AlertEvent.HEALTH_UP:
+        title = f"{name} recovered in {region}"
+        text = f"Health checks pass again in {region}; it was down for {_duration(incident.duration_s)}."
+        severity = "good"
+        fields["Down for"] = _duration(incident.duration_s)
+    else:
+        title = f"{'Still down' if reminder else 'DOWN'}: {name} in {region}"
+        text = (
+            f"{name} is still failing its health checks in {region}, for "
+            f"{_duration(incident.duration_s)} now."
+            if reminder
+            else f"{name} failed its health checks in {region} "
+            f"{max(sp.consecutive_failures, 1)} times in a row."
+        )
+        severity = "danger"
+        fields["Reason"] = incident.reason or "unknown"
+        if sp.route53_status:
+            fields["Route 53"] = sp.route53_status
+    fields["Opened"] = incident.opened_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Message(
+        event=event,
+        title=title,
+        text=text,
+        url=settings.SITE_URL + settings.HEALTH_URL_PATH.format(app=app.slug),
+        fields=fields,
+        severity=severity,
+        data={
+            "team": app.team.slug,
+            "app": app.slug,
+            "stage": stage.name,
+            "region": region,
+            "incident_id": incident.pk,
+            "opened_at": incident.opened_at.isoformat(),
+            "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+            "duration_s": round(incident.duration_s or 0, 1),
+            "reason": incident.reason,
+            "reminder": reminder,
+        },
+    )
+
+
+_DEPLOY_WORDS = {
+    AlertEvent.DEPLOY_STARTED: ("Deploying", "info"),
+    AlertEvent.DEPLOY_SUCCEEDED: ("Deployed", "good"),
+    AlertEvent.DEPLOY_FAILED: ("Deploy failed", "danger"),
+    AlertEvent.ROLLBACK: ("Rolled back", "warning"),
+}
+
+
+def deployment_message(deployment, event: str) -> Message:
+    """The alert for a deployment's transition: app, stage, kind, commit, per-region outcome, link."""
+    app, stage = deployment.app, deployment.stage
+    verb, severity = _DEPLOY_WORDS.get(event, (event, "info"))
+    short_sha = (deployment.commit_sha or "")[:7]
+    subject = (
+        (deployment.commit_message or "").strip().splitlines()[0][:120] if deployment.commit_message else ""
+    )
+    commit = " ".join(part for part in (short_sha, subject) if part) or "no commit"
+    regions = list(deployment.regions.select_related("region").order_by("wave", "region__code"))
+    lines = []
+    for rd in regions:
+        line = f"{rd.region.code}: {rd.status}"
+        if rd.version:
+            line += f" (version {rd.version})"
+        if rd.error:
+            line += f" — {rd.error.splitlines()[0][:150]}"
+        lines.append(line)
+    release = f" release #{deployment.release.number}" if deployment.release_id else ""
+    title = f"{verb}: {app.slug} {stage.name}{release}"
+    if event == AlertEvent.DEPLOY_STARTED:
+        text = f"{deployment.kind.title()} of {app.slug} {stage.name} started by {deployment.triggered_by}."
+    else:
+        text = (
+            f"{deployment.kind.title()} of {app.slug} {stage.name} is {deployment.status.replace('_', ' ')}."
+        )
+    if deployment.error and event != AlertEvent.DEPLOY_STARTED:
+        text += f" {deployment.error.splitlines()[0][:200]}"
+    fields = {
+        "App": app.slug,
+        "Stage": stage.name,
+        "Kind": deployment.kind,
+        "Commit": commit,
+        "Triggered by": deployment.triggered_by,
+    }
+    if lines:
+        fields["Regions"] = "\n".join(lines)
+    return Message(
+        event=event,
+        title=title,
+        text=text,
+        url=settings.SITE_URL + settings.DEPLOYMENT_URL_PATH.format(id=deployment.pk),
+        fields=fields,
+        severity=severity,
+        data={
+            "team": app.team.slug,
+            "app": app.slug,
+            "stage": stage.name,
+            "deployment_id": deployment.pk,
+            "kind": deployment.kind,
+            "status": deployment.status,
+            "release": deployment.release.number if deployment.release_id else None,
+            "commit": {
+                "sha": deployment.commit_sha,
+                "message": deployment.commit_message,
+                "branch": deployment.commit_branch,
+                "url": deployment.commit_url,
+            },
+            "regions": [
+                {"region": rd.region.code, "status": rd.status, "version": rd.version, "error": rd.error}
+                for rd in regions
+            ],
+        },
+    )
+
+
+def channel_test_message(channel: Channel) -> Message:
+    return Message(
+        event=AlertEvent.TEST,
+        title="Test alert from controlplane",
+        text="If you can read this, alerts sent to this channel arrive.",
+        url=settings.SITE_URL,
+        fields={"Team": channel.team.slug, "Channel": channel.name or f"#{channel.pk}", "Kind": channel.kind},
+        severity="info",
+        data={"team": channel.team.slug, "channel_id": channel.pk},
+    )
+
+
+# --- Entry points for the rest of the control plane -----------------------------------------
+
+
+def notify_incident(*, incident, event: str, reminder: bool = False) -> list[Notification]:
+    """Queue ``health_down``/``health_up`` deliveries for an incident to every subscribed channel
+    of its app's team. Returns the rows created (sent after the current transaction commits)."""
+    app = incident.stage_placement.stage.app
+    message = incident_message(incident, event, reminder=reminder)
+    return _fan_out(team_id=app.team_id, app=app, event=event, message=message, incident=incident)
+
+
+def notify_deployment(deployment_id: int, event: str) -> None:
+    """Queue deliveries of a deployment transition (``deploy_started``, ``deploy_succeeded``,
+    ``deploy_failed``, ``rollback``) to every enabled channel of the app's team subscribed to it.
+    Cheap and safe inside the engine's transaction: rows are created in a savepoint and sent
+    after commit; nothing is raised, whatever goes wrong (it is logged)."""
+    from deployments.models import Deployment
+
+    try:
+        with transaction.atomic():
+            deployment = Deployment.objects.select_related("app__team", "stage", "release").get(
+                pk=deployment_id
+            )
+            message = deployment_message(deployment, event)
+            _fan_out(
+                team_id=deployment.app.team_id,
+                app=deployment.app,
+                event=event,
+                message=message,
+                deployment=deployment,
+            )
+    except Exception:  # noqa: BLE001 - alerts must never break a deployment
+        log.exception("could not queue %s notifications for deployment %s", event, deployment_id)
+
+
+def retry_delay(attempt: int) -> float:
+    """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+    delays = settings.NOTIFY_RETRY_DELAYS or [10.0]
+    return float(delays[min(attempt - 1, len(delays) - 1)])
+
+
+def deliver_notification(*, notification_id: int, max_attempts: int | None = None) -> DeliveryOutcome:
+    """Make one delivery attempt of a pending notification. Returns the outcome; ``retry_in`` is
+    set when another attempt is due (the caller schedules it). A row already sent, failed, or
+    claimed by another worker is skipped."""
+    max_attempts = max_attempts or settings.NOTIFY_MAX_ATTEMPTS
+    row = Notification.objects.select_related("channel__team").filter(pk=notification_id).first()
+    if row is None or row.status != NotificationStatus.PENDING:
+        return DeliveryOutcome("skipped")
+    channel = row.channel
+    now = timezone.now()
+    if not channel.enabled and row.event != AlertEvent.TEST:
+        Notification.objects.filter(pk=row.pk, status=NotificationStatus.PENDING).update(
+            status=NotificationStatus.FAILED,
+            error=f"Channel disabled: {channel.disabled_reason or 'by an admin'}"[:2000],
+            next_attempt_at=None,
+        )
+        return DeliveryOutcome(NotificationStatus.FAILED, error="channel disabled")
+    # The claim: the attempt counter moves only for the worker that saw its old value, and the
+    # lease keeps the sweeper away while the attempt runs.
+    lease = now + timedelta(seconds=settings.NOTIFY_TIMEOUT + 60)
+    claimed = Notification.objects.filter(
+        pk=row.pk, status=NotificationStatus.PENDING, attempts=row.attempts
+    ).update(attempts=F("attempts") + 1, next_attempt_at=lease)
+    if not claimed:
+        return DeliveryOutcome("skipped")
+    attempt = row.attempts + 1
+    try:
+        delivered = backend_for(channel.kind).send(
+            channel=channel, message=Message.from_payload(row.payload), delivery_id=row.pk
+        )
+    except DeliveryError as exc:
+        return _failed(row, channel, exc, attempt=attempt, max_attempts=max_attempts)
+    except Exception as exc:  # noqa: BLE001 - a backend bug must not leave the row pending forever
+        log.exception("notification %s: unexpected error from the %s backend", row.pk, channel.kind)
+        error = DeliveryError(f"Unexpected error: {type(exc).__name__}.")
+        error.transient = True
+        return _failed(row, channel, error, attempt=attempt, max_attempts=max_attempts)
+    Notification.objects.filter(pk=row.pk).update(
+        status=NotificationStatus.SENT,
+        sent_at=timezone.now(),
+        response_code=delivered.response_code,
+        error="",
+        next_attempt_at=None,
+    )
+    return DeliveryOutcome(NotificationStatus.SENT)
+
+
+def _failed(row: Notification, channel: Channel, exc: DeliveryError, *, attempt: int, max_attempts: int):
+    detail = exc.detail[:2000]
+    if exc.transient and attempt < max_attempts:
+        delay = retry_delay(attempt)
+        Notification.objects.filter(pk=row.pk).update(
+            error=detail,
+            response_code=exc.response_code,
+            next_attempt_at=timezone.now() + timedelta(seconds=delay),
+        )
+        log.info("notification %s attempt %s failed (%s); next in %ss", row.pk, attempt, detail, delay)
+        return DeliveryOutcome(NotificationStatus.PENDING, retry_in=delay, error=detail)
+    if exc.transient:
+        detail = f"Gave up after {attempt} attempts: {detail}"[:2000]
+    Notification.objects.filter(pk=row.pk).update(
+        status=NotificationStatus.FAILED, error=detail, response_code=exc.response_code, next_attempt_at=None
+    )
+    log.warning("notification %s to %s channel %s failed: %s", row.pk, channel.kind, channel.pk, detail)
+    if exc.disables_channel:
+        disable_channel(channel=channel, reason=exc.detail)
+    return DeliveryOutcome(NotificationStatus.FAILED, error=detail)
+
+
+def disable_channel(*, channel: Channel, reason: str) -> bool:
+    """Turn a channel off because its target is gone, saying why. Returns False when it was
+    already off. Audited as the control plane's own action."""
+    reason = reason[:500]
+    with transaction.atomic():
+        changed = Channel.objects.filter(pk=channel.pk, enabled=True).update(
+            enabled=False, disabled_reason=reason
+        )
+        if changed:
+            channel.enabled, channel.disabled_reason = False, reason
+            audit.record(
+                team=channel.team,
+                principal=None,
+                action="channel.disable",
+                obj=channel,
+                changes={"enabled": [True, False], "reason": reason},
+            )
+    return bool(changed)
+
+
+def send_test(*, channel: Channel) -> Notification:
+    """Send a test message to ``channel`` now (one attempt, even when the channel is disabled)
+    and return its notification row, sent or failed with the reason."""
+    row = Notification.objects.create(
+        channel=channel,
+        event=AlertEvent.TEST,
+        payload=channel_test_message(channel).to_payload(),
+        next_attempt_at=timezone.now(),
+    )
+    deliver_notification(notification_id=row.pk, max_attempts=1)
+    row.refresh_from_db()
+    return row
+
+
+def requeue_stale_notifications(*, now: datetime | None = None, grace_s: float = 60) -> int:
+    """Enqueue again pending deliveries whose next attempt is ``grace_s`` overdue (a lost task, a
+    worker that died mid-send); rows out of attempts are failed instead. Returns how many were
+    enqueued."""
+    now = now or timezone.now()
+    stale = Notification.objects.filter(
+        status=NotificationStatus.PENDING, next_attempt_at__lt=now - timedelta(seconds=grace_s)
+    )
+    stale.filter(attempts__gte=settings.NOTIFY_MAX_ATTEMPTS).update(
+        status=NotificationStatus.FAILED,
+        error="Gave up: no attempt finished within the allowed attempts.",
+        next_attempt_at=None,
+    )
+    ids = list(
+        stale.filter(attempts__lt=settings.NOTIFY_MAX_ATTEMPTS)
+        .order_by("next_attempt_at")
+        .values_list("pk", flat=True)[:1000]
+    )
+    enqueue(ids)
+    return len(ids)

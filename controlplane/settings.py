@@ -1,0 +1,322 @@
+"""All settings, read from the environment in one place.
+
+Every setting has an embedded default that works on one machine with no servers installed:
+SQLite in the data folder, a filesystem Celery broker, a local AWS emulator. Production sets
+``CONTROLPLANE_ENV=production`` and real values (see README.md).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import environ
+from cryptography.fernet import Fernet
+from django.core.management.utils import get_random_secret_key
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+
+DATA_DIR = Path(env.str("CONTROLPLANE_DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+ENVIRONMENT = env.str("CONTROLPLANE_ENV", default="development")
+PRODUCTION = ENVIRONMENT == "production"
+DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+
+
+def _secret(name: str, default: str | None = None) -> str | None:
+    """A secret from ``NAME`` or from the file named by ``NAME_FILE`` (Docker/Kubernetes secrets)."""
+    path = os.environ.get(f"{name}_FILE")
+    if path:
+        return Path(path).read_text().strip()
+    return os.environ.get(name, default)
+
+
+def _dev_key(name: str, filename: str, make) -> str:
+    """A generated key persisted in the data folder, so restarts keep sessions and ciphertexts.
+
+    Raises ImproperlyConfigured in production, where ``name`` (or ``NAME_FILE``) must be set.
+    """
+    if PRODUCTION:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(f"{name} (or {name}_FILE) must be set in production")
+    path = DATA_DIR / filename
+    if not path.exists():
+        # Web, worker and beat may start together: publish the key atomically, the first one wins,
+        # so they never end up with different keys.
+        tmp = path.with_name(f".{filename}.{os.getpid()}")
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+            f.write(make())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret("SECRET_KEY") or _dev_key("SECRET_KEY", "secret_key", get_random_secret_key)
+
+# Fernet keys for env vars and other secrets at rest, newest first. Older keys still decrypt;
+# `manage.py reencrypt_secrets` moves every value to the newest.
+_keys = _secret("ENCRYPTION_KEYS")
+ENCRYPTION_KEYS: list[str] = (
+    [k.strip() for k in _keys.split(",") if k.strip()]
+    if _keys
+    else [_dev_key("ENCRYPTION_KEYS", "encryption_key", lambda: Fernet.generate_key().decode())]
+)
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "django_filters",
+    "drf_spectacular",
+    "controlplane",
+    "regions",
+    "deployments",
+    "workers",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "controlplane.urls"
+WSGI_APPLICATION = "controlplane.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------------------------
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'controlplane.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share the file: wait for locks instead of failing, and let a real
+    # worker process in the test suite see the test database (an in-memory one is invisible to it).
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {"timeout": 30, "transaction_mode": "IMMEDIATE", "init_command": "PRAGMA journal_mode=WAL;"}
+    )
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-controlplane.sqlite3")}
+else:
+    DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if PRODUCTION
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+
+LOGIN_URL = "/admin/login/"
+
+# --- Security (production) ------------------------------------------------------------------
+if PRODUCTION:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
+    SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+
+# --- REST API -------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "controlplane.authentication.ApiTokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.TeamRolePermission"],
+    "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.CursorPagination",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "controlplane.errors.exception_handler",
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
+    + ([] if PRODUCTION else ["rest_framework.renderers.BrowsableAPIRenderer"]),
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "UNAUTHENTICATED_USER": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "controlplane API",
+    "DESCRIPTION": "Deploy serverless apps to many AWS regions at once and keep them healthy.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "HealthStatusEnum": "regions.choices.HealthStatus",
+        "ChannelKindEnum": "controlplane.choices.ChannelKind",
+        "NotificationStatusEnum": "controlplane.choices.NotificationStatus",
+        "AlertEventEnum": "controlplane.choices.AlertEvent",
+    },
+}
+
+# --- Celery ---------------------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+BROKER_DIR = DATA_DIR / "broker"
+if REDIS_URL:
+    CELERY_BROKER_URL = REDIS_URL
+    CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+else:
+    # kombu's filesystem transport: a real broker between processes, no server to run.
+    for sub in ("queue", "processed", "control"):
+        (BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+    (DATA_DIR / "results").mkdir(exist_ok=True)
+    # A hostname only keeps kombu from warning that none was given; the transport ignores it.
+    CELERY_BROKER_URL = "filesystem://localhost/"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(BROKER_DIR / "queue"),
+        "data_folder_out": str(BROKER_DIR / "queue"),
+        "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
+        "store_processed": False,
+        "polling_interval": env.float("CELERY_POLLING_INTERVAL", default=0.1),
+    }
+    CELERY_RESULT_BACKEND = f"file://{DATA_DIR / 'results'}"
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+
+# --- AWS ------------------------------------------------------------------------------------
+# One endpoint for every service (a moto server, LocalStack), or per service with
+# AWS_ENDPOINT_URL_<SERVICE> (e.g. AWS_ENDPOINT_URL_LAMBDA), as botocore itself reads them.
+AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="")
+AWS_ENDPOINT_URLS = {
+    key.removeprefix("AWS_ENDPOINT_URL_").lower(): value
+    for key, value in os.environ.items()
+    if key.startswith("AWS_ENDPOINT_URL_") and value
+}
+AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=8)
+AWS_LAMBDA_ROLE_ARN = env.str("AWS_LAMBDA_ROLE_ARN", default="")
+
+# --- Product settings -----------------------------------------------------------------------
+ARTIFACT_STORAGE = env.str("ARTIFACT_STORAGE", default="local")  # "local" or "s3"
+ARTIFACT_BUCKET = env.str("ARTIFACT_BUCKET", default="")
+ARTIFACT_DIR = DATA_DIR / "artifacts"
+VERSION_RETENTION = env.int("VERSION_RETENTION", default=10)
+REGION_DEPLOY_TIME_LIMIT = env.int("REGION_DEPLOY_TIME_LIMIT", default=900)
+# A running region whose worker has been silent this long is resumed by the reaper.
+REGION_HEARTBEAT_TIMEOUT = env.int("REGION_HEARTBEAT_TIMEOUT", default=180)
+# Queued work older than this with no sign of a worker is sent again (the broker may have been down).
+REQUEUE_AFTER = env.int("REQUEUE_AFTER", default=60)
+DEPLOY_VERIFY = env.bool("DEPLOY_VERIFY", default=True)
+DEPLOY_VERIFY_ATTEMPTS = env.int("DEPLOY_VERIFY_ATTEMPTS", default=5)
+DEPLOY_VERIFY_INTERVAL = env.float("DEPLOY_VERIFY_INTERVAL", default=2.0)
+AWS_RETRY_LIMIT = env.int("AWS_RETRY_LIMIT", default=5)  # task-level retries after botocore's own
+HEALTH_PROBE_INTERVAL = env.float("HEALTH_PROBE_INTERVAL", default=10.0)
+HEALTH_PROBE_TIMEOUT = env.float("HEALTH_PROBE_TIMEOUT", default=5.0)
+HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=2)
+HEALTH_RECOVERY_THRESHOLD = env.int("HEALTH_RECOVERY_THRESHOLD", default=2)
+HEALTH_PROBE_RETENTION_DAYS = env.int("HEALTH_PROBE_RETENTION_DAYS", default=7)
+HEALTH_REMINDER_MINUTES = env.int("HEALTH_REMINDER_MINUTES", default=0)  # 0: no reminders
+# Outgoing webhooks/Slack/probes may reach private or loopback addresses only when allowed.
+ALLOW_PRIVATE_URLS = env.bool("ALLOW_PRIVATE_URLS", default=False)
+ALLOW_HTTP_URLS = env.bool("ALLOW_HTTP_URLS", default=False)
+# How a placement's endpoint is found for health probes; tests point it at local servers.
+ENDPOINT_RESOLVER = env.str("ENDPOINT_RESOLVER", default="regions.endpoints.aws_endpoint")
+# Base URLs that replace a placement's endpoint, read from the environment so a worker subprocess
+# sees them too: {"<region>": url, "<app>/<stage>/<region>": url, "<team>/<app>/<stage>/<region>": url};
+# the most specific key wins. Tests and benchmarks point regions at local servers with it.
+ENDPOINT_OVERRIDES: dict = env.json("ENDPOINT_OVERRIDES", default={})
+HEALTH_PROBE_CONCURRENCY = env.int("HEALTH_PROBE_CONCURRENCY", default=200)
+HEALTH_ROUTE53_INTERVAL = env.float("HEALTH_ROUTE53_INTERVAL", default=60.0)
+HEALTH_URL_PATH = "/apps/{app}/health/"  # where alert links send people (SITE_URL + this)
+# --- Alerts ---------------------------------------------------------------------------------
+# One module per channel kind, behind controlplane.channels.base.ChannelBackend.
+CHANNEL_BACKENDS = {
+    "slack": "controlplane.channels.slack.SlackBackend",
+    "email": "controlplane.channels.email.EmailBackend",
+    "sms": "controlplane.channels.sms.SmsBackend",
+    "webhook": "controlplane.channels.webhook.WebhookBackend",
+}
+NOTIFY_TIMEOUT = env.float("NOTIFY_TIMEOUT", default=10.0)
+NOTIFY_MAX_ATTEMPTS = env.int("NOTIFY_MAX_ATTEMPTS", default=3)
+# Seconds to wait before the 2nd, 3rd, ... attempt of a delivery that failed transiently.
+NOTIFY_RETRY_DELAYS: list[float] = [float(x) for x in env.list("NOTIFY_RETRY_DELAYS", default=["10", "60"])]
+DEPLOYMENT_URL_PATH = "/deployments/{id}/"
+SMS_REGION = env.str("SMS_REGION", default="us-east-1")
+SMS_SENDER_ID = env.str("SMS_SENDER_ID", default="")
+BUILD_TIMEOUT = env.int("BUILD_TIMEOUT", default=600)
+WEBHOOK_MAX_BODY = 5 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY + 1024
+FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+
+# --- Email ----------------------------------------------------------------------------------
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if PRODUCTION
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = _secret("EMAIL_HOST_PASSWORD", "") or ""
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="controlplane@localhost")
+
+# --- Logging --------------------------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+}

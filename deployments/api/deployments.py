@@ -1,0 +1,296 @@
+"""Deployments API: create (202), list, detail, the live log, cancel."""
+
+from __future__ import annotations
+
+import django_filters
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from controlplane import access
+from controlplane.access import principal_for
+from controlplane.choices import Role
+
+from ..choices import DeploymentStatus
+from ..models import App, Artifact, Deployment, DeploymentEvent, RegionDeployment, Stage
+from ..selectors import app_for
+from ..services.deploy import cancel_deployment, create_deployment
+from ..services.releases import deploy_config
+
+SHA_RE = r"^[0-9a-fA-F]{7,64}$"
+
+
+def visible_app(request, slug: str) -> App:
+    """The app by slug if the caller may see it; another team's app is a 404."""
+    return app_for(principal=principal_for(request), slug=slug, team=request.query_params.get("team"))
+
+
+def require(request, role: str, *, app: App, stage: str | None = None) -> None:
+    access.require(principal_for(request), role, app=app, stage=stage)
+
+
+def visible_deployment(request, pk: int) -> Deployment:
+    apps = App.objects.visible_to(principal_for(request))
+    return get_object_or_404(
+        Deployment.objects.filter(app__in=apps).select_related("app", "stage", "release"), pk=pk
+    )
+
+
+# --- Serializers --------------------------------------------------------------------------------
+
+
+class CommitInSerializer(serializers.Serializer):
+    sha = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
+    branch = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    message = serializers.CharField(max_length=10000, required=False, allow_blank=True)
+    author = serializers.CharField(max_length=255, required=False, allow_blank=True)
+    url = serializers.URLField(max_length=500, required=False, allow_blank=True)
+
+
+class DeploymentCreateSerializer(serializers.Serializer):
+    stage = serializers.CharField(max_length=64)
+    artifact = serializers.IntegerField(required=False, min_value=1)
+    ref = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
+    commit = CommitInSerializer(required=False)
+    force = serializers.BooleanField(required=False, default=False)
+    kind = serializers.ChoiceField(
+        choices=["deploy", "config"], default="deploy",
+        help_text="'config' ships the stage's current artifact with the current env and config.",
+    )  # fmt: skip
+
+    def validate(self, attrs):
+        if attrs["kind"] == "config":
+            if attrs.get("artifact") or attrs.get("ref"):
+                raise serializers.ValidationError("A config deployment takes no artifact or ref.")
+        elif bool(attrs.get("artifact")) == bool(attrs.get("ref")):
+            raise serializers.ValidationError("Give exactly one of 'artifact' (an id) or 'ref' (a git sha).")
+        return attrs
+
+
+class RegionDeploymentSerializer(serializers.ModelSerializer):
+    region = serializers.CharField(source="region.code")
+
+    class Meta:
+        model = RegionDeployment
+        fields = [
+            "region", "status", "wave", "step", "version", "previous_version", "attempts",
+            "started_at", "finished_at", "error", "error_code",
+        ]  # fmt: skip
+
+
+class CommitOutSerializer(serializers.Serializer):
+    sha = serializers.CharField(source="commit_sha")
+    short_sha = serializers.SerializerMethodField()
+    branch = serializers.CharField(source="commit_branch")
+    message = serializers.CharField(source="commit_message")
+    author = serializers.CharField(source="commit_author")
+    url = serializers.CharField(source="commit_url")
+    count = serializers.IntegerField(source="commit_count", allow_null=True)
+    compare_url = serializers.CharField()
+    replaced_sha = serializers.SerializerMethodField(help_text="The commit this deployment replaced.")
+
+    def get_short_sha(self, obj) -> str:
+        return obj.commit_sha[:7]
+
+    def get_replaced_sha(self, obj) -> str:
+        return obj.previous_release.commit_sha if obj.previous_release_id else ""
+
+
+class DeploymentSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    app = serializers.CharField(source="app.slug")
+    stage = serializers.CharField(source="stage.name")
+    release = serializers.SerializerMethodField()
+    previous_release = serializers.SerializerMethodField()
+    commit = CommitOutSerializer(source="*")
+    regions = RegionDeploymentSerializer(many=True)
+
+    class Meta:
+        model = Deployment
+        fields = [
+            "id", "url", "app", "stage", "kind", "status", "release", "previous_release", "ref",
+            "commit", "triggered_by", "force", "cancel_requested", "error", "created_at",
+            "started_at", "finished_at", "regions",
+        ]  # fmt: skip
+
+    def get_url(self, obj) -> str:
+        return reverse("deployment-detail", args=[obj.pk], request=self.context.get("request"))
+
+    def _release(self, release) -> dict | None:
+        if release is None:
+            return None
+        return {"id": release.pk, "number": release.number, "artifact_sha256": release.artifact.sha256}
+
+    def get_release(self, obj) -> dict | None:
+        return self._release(obj.release)
+
+    def get_previous_release(self, obj) -> dict | None:
+        return self._release(obj.previous_release)
+
+
+class EventSerializer(serializers.ModelSerializer):
+    region = serializers.CharField(source="region.code", allow_null=True, default=None)
+
+    class Meta:
+        model = DeploymentEvent
+        fields = ["seq", "created_at", "level", "region", "step", "message", "duration_ms"]
+
+
+class EventPageSerializer(serializers.Serializer):
+    results = EventSerializer(many=True)
+    last_seq = serializers.IntegerField()
+    status = serializers.CharField()
+    finished = serializers.BooleanField()
+
+
+# --- Views --------------------------------------------------------------------------------------
+
+
+class DeploymentFilter(django_filters.FilterSet):
+    stage = django_filters.CharFilter(field_name="stage__name")
+    status = django_filters.ChoiceFilter(choices=DeploymentStatus.choices)
+    sha = django_filters.CharFilter(method="filter_sha")
+    kind = django_filters.CharFilter()
+
+    class Meta:
+        model = Deployment
+        fields = ["stage", "status", "sha", "kind"]
+
+    def filter_sha(self, queryset, name, value):
+        return queryset.filter(commit_sha__istartswith=value.strip()) if value.strip() else queryset
+
+
+def deployment_queryset():
+    return Deployment.objects.select_related(
+        "app", "stage", "release__artifact", "previous_release"
+    ).prefetch_related("regions__region")
+
+
+@extend_schema(parameters=[OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")])
+class AppDeploymentsView(generics.ListAPIView):
+    """The app's deployment log, newest first; POST starts a deployment (202)."""
+
+    serializer_class = DeploymentSerializer
+    filterset_class = DeploymentFilter
+    ordering = "-id"
+
+    def get_queryset(self):
+        return deployment_queryset().filter(app=visible_app(self.request, self.kwargs["app"]))
+
+    @extend_schema(
+        request=DeploymentCreateSerializer,
+        responses={202: DeploymentSerializer},
+        parameters=[
+            OpenApiParameter(
+                "Idempotency-Key",
+                str,
+                OpenApiParameter.HEADER,
+                required=False,
+                description="The same key within 24 h returns the first answer.",
+            )  # fmt: skip
+        ],
+    )
+    def post(self, request, app: str):
+        app_obj = visible_app(request, app)
+        body = DeploymentCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        stage = Stage.objects.filter(app=app_obj, name=data["stage"]).first()
+        if stage is None:
+            raise serializers.ValidationError({"stage": [f"No stage '{data['stage']}' in this app."]})
+        require(request, Role.DEPLOYER, app=app_obj, stage=stage.name)
+        artifact = None
+        if data.get("artifact"):
+            artifact = Artifact.objects.filter(app=app_obj, pk=data["artifact"]).first()
+            if artifact is None:
+                raise serializers.ValidationError({"artifact": ["No such artifact for this app."]})
+        key = request.headers.get("Idempotency-Key", "").strip()
+        if len(key) > 255:
+            raise serializers.ValidationError({"Idempotency-Key": ["At most 255 characters."]})
+        if data["kind"] == "config":
+            deployment = deploy_config(
+                app=app_obj, stage=stage, principal=principal_for(request), force=data["force"]
+            )
+            return Response(
+                DeploymentSerializer(
+                    deployment_queryset().get(pk=deployment.pk), context={"request": request}
+                ).data,
+                status=status.HTTP_202_ACCEPTED,
+            )
+        deployment = create_deployment(
+            app=app_obj,
+            stage=stage,
+            principal=principal_for(request),
+            artifact=artifact,
+            ref=data.get("ref", ""),
+            commit=data.get("commit"),
+            force=data["force"],
+            idempotency_key=key,
+        )
+        deployment = deployment_queryset().get(pk=deployment.pk)
+        return Response(
+            DeploymentSerializer(deployment, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )
+
+
+class DeploymentDetailView(generics.RetrieveAPIView):
+    """One deployment with per-region status and versions."""
+
+    serializer_class = DeploymentSerializer
+
+    def get_object(self):
+        visible_deployment(self.request, self.kwargs["pk"])
+        return deployment_queryset().get(pk=self.kwargs["pk"])
+
+
+class DeploymentEventsView(APIView):
+    """The log lines after a sequence number (``?after=SEQ``), oldest first, for following live."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", OpenApiTypes.INT, description="Return lines after this seq."),
+            OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (max 1000)."),
+        ],
+        responses={200: EventPageSerializer},
+    )
+    def get(self, request, pk: int):
+        deployment = visible_deployment(request, pk)
+        try:
+            after = int(request.query_params.get("after", 0))
+            limit = min(max(int(request.query_params.get("limit", 500)), 1), 1000)
+        except ValueError:
+            raise serializers.ValidationError({"after": ["'after' and 'limit' must be integers."]})
+        events = list(
+            DeploymentEvent.objects.filter(deployment=deployment, seq__gt=after)
+            .select_related("region")
+            .order_by("seq")[:limit]
+        )
+        deployment.refresh_from_db(fields=["status", "finished_at"])
+        return Response(
+            {
+                "results": EventSerializer(events, many=True).data,
+                "last_seq": events[-1].seq if events else after,
+                "status": deployment.status,
+                "finished": deployment.finished_at is not None,
+            }
+        )
+
+
+class DeploymentCancelView(APIView):
+    """Stop regions that have not started; running regions stop before their next step."""
+
+    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    def post(self, request, pk: int):
+        deployment = visible_deployment(request, pk)
+        require(request, Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)
+        deployment = cancel_deployment(deployment=deployment, principal=principal_for(request))
+        deployment = deployment_queryset().get(pk=deployment.pk)
+        return Response(
+            DeploymentSerializer(deployment, context={"request": request}).data,
+            status=status.HTTP_202_ACCEPTED,
+        )

@@ -1,0 +1,174 @@
+"""Rollback, promotion, release history and diffs."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from controlplane.access import principal_for
+from controlplane.choices import Role
+
+from ..models import App, Release, Stage
+from ..services.releases import diff_releases, promote, rollback
+from .deployments import DeploymentSerializer, deployment_queryset, require, visible_app
+
+APP_PARAM = OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")
+
+
+def stage_of(app: App, name: str, field: str = "stage") -> Stage:
+    stage = Stage.objects.filter(app=app, name=name).first()
+    if stage is None:
+        raise serializers.ValidationError({field: [f"No stage '{name}' in this app."]})
+    return stage
+
+
+def accepted(request, deployment) -> Response:
+    deployment = deployment_queryset().get(pk=deployment.pk)
+    return Response(
+        DeploymentSerializer(deployment, context={"request": request}).data,
+        status=status.HTTP_202_ACCEPTED,
+    )
+
+
+class RollbackSerializer(serializers.Serializer):
+    stage = serializers.CharField(max_length=64)
+    to = serializers.CharField(
+        required=False, allow_blank=True, allow_null=True, max_length=40,
+        help_text="A deployment id, 'deployment:ID' or 'release:ID'; default the previous release.",
+    )  # fmt: skip
+    regions = serializers.ListField(child=serializers.CharField(max_length=32), required=False, max_length=64)
+
+
+class PromoteSerializer(serializers.Serializer):
+    from_stage = serializers.CharField(max_length=64)
+    to_stage = serializers.CharField(max_length=64)
+    force = serializers.BooleanField(required=False, default=False)
+
+
+@extend_schema(parameters=[APP_PARAM])
+class RollbackView(APIView):
+    """Move the stage alias back to an earlier release's version in every region (or some)."""
+
+    @extend_schema(request=RollbackSerializer, responses={202: DeploymentSerializer})
+    def post(self, request, app: str):
+        app_obj = visible_app(request, app)
+        body = RollbackSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        stage = stage_of(app_obj, body.validated_data["stage"])
+        require(request, Role.DEPLOYER, app=app_obj, stage=stage.name)
+        deployment = rollback(
+            app=app_obj,
+            stage=stage,
+            principal=principal_for(request),
+            to=body.validated_data.get("to"),
+            regions=body.validated_data.get("regions") or None,
+        )
+        return accepted(request, deployment)
+
+
+@extend_schema(parameters=[APP_PARAM])
+class PromoteView(APIView):
+    """Ship the release running in one stage to another, without rebuilding."""
+
+    @extend_schema(request=PromoteSerializer, responses={202: DeploymentSerializer})
+    def post(self, request, app: str):
+        app_obj = visible_app(request, app)
+        body = PromoteSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        source = stage_of(app_obj, body.validated_data["from_stage"], "from_stage")
+        target = stage_of(app_obj, body.validated_data["to_stage"], "to_stage")
+        require(request, Role.DEPLOYER, app=app_obj, stage=target.name)
+        deployment = promote(
+            app=app_obj, from_stage=source, to_stage=target, principal=principal_for(request),
+            force=body.validated_data["force"],
+        )  # fmt: skip
+        return accepted(request, deployment)
+
+
+class ReleaseSerializer(serializers.ModelSerializer):
+    stage = serializers.CharField(source="stage.name")
+    artifact = serializers.SerializerMethodField()
+    commit = serializers.SerializerMethodField()
+    source_release = serializers.PrimaryKeyRelatedField(read_only=True)
+    live_in = serializers.SerializerMethodField(help_text="Regions whose stage alias runs this release.")
+
+    class Meta:
+        model = Release
+        fields = [
+            "id", "number", "stage", "artifact", "config", "commit", "source_release", "created_by",
+            "created_at", "live_in",
+        ]  # fmt: skip
+
+    def get_artifact(self, obj) -> dict:
+        return {"id": obj.artifact_id, "sha256": obj.artifact.sha256, "size": obj.artifact.size}
+
+    def get_commit(self, obj) -> dict:
+        return {
+            "sha": obj.commit_sha, "short_sha": obj.commit_sha[:7], "branch": obj.commit_branch,
+            "message": obj.commit_message, "author": obj.commit_author, "url": obj.commit_url,
+        }  # fmt: skip
+
+    def get_live_in(self, obj) -> list[str]:
+        from regions.models import StagePlacement
+
+        return sorted(
+            StagePlacement.objects.filter(release=obj).values_list("placement__region__code", flat=True)
+        )
+
+
+@extend_schema(
+    parameters=[APP_PARAM, OpenApiParameter("stage", str, description="Only this stage's releases")]
+)
+class AppReleasesView(generics.ListAPIView):
+    """The app's releases, newest first."""
+
+    serializer_class = ReleaseSerializer
+
+    def get_queryset(self):
+        app = visible_app(self.request, self.kwargs["app"])
+        qs = Release.objects.filter(app=app).select_related("stage", "artifact")
+        stage = self.request.query_params.get("stage")
+        if stage:
+            qs = qs.filter(stage__name=stage)
+        return qs
+
+
+class ReleaseDiffView(APIView):
+    """What changed between two releases: commit range, env keys, config, artifact."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "against",
+                OpenApiTypes.INT,
+                required=False,
+                description="Release id to compare with; default the stage's previous release.",
+            ),
+        ],  # fmt: skip
+        responses={200: OpenApiTypes.OBJECT},
+    )
+    def get(self, request, pk: int):
+        apps = App.objects.visible_to(principal_for(request))
+        release = get_object_or_404(
+            Release.objects.filter(app__in=apps).select_related("app", "artifact"), pk=pk
+        )
+        raw = request.query_params.get("against", "")
+        if raw:
+            try:
+                against_pk = int(raw)
+            except ValueError:
+                raise serializers.ValidationError({"against": ["Must be a release id."]})
+            against = get_object_or_404(Release.objects.filter(app=release.app), pk=against_pk)
+        else:
+            against = (
+                Release.objects.filter(stage=release.stage, number__lt=release.number)
+                .order_by("-number")
+                .first()
+            )
+            if against is None:
+                raise serializers.ValidationError({"against": ["This is the stage's first release."]})
+        return Response(diff_releases(release=release, against=against))

@@ -1,0 +1,328 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.utils import timezone
+
+from controlplane.crypto import EncryptedTextField
+
+from .choices import (
+    LAMBDA_RUNTIMES,
+    ArtifactSource,
+    DeploymentKind,
+    DeploymentStatus,
+    EventLevel,
+    RegionStatus,
+    WebhookOutcome,
+)
+
+slug_validator = RegexValidator(
+    r"^[a-z][a-z0-9-]{0,39}$",
+    "Use 1–40 lowercase letters, digits and dashes, starting with a letter.",
+)
+stage_name_validator = RegexValidator(
+    r"^[a-zA-Z][a-zA-Z0-9_]{0,63}$",
+    "A stage name is a letter, then up to 63 letters, digits or underscores (a Lambda alias name).",
+)
+
+
+def generate_webhook_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class AppQuerySet(models.QuerySet):
+    def visible_to(self, principal):
+        """Apps the principal (see ``controlplane.access``) may see; everything else is a 404."""
+        return principal.filter_apps(self)
+
+
+class App(models.Model):
+    """One deployable service, placed in one or more regions."""
+
+    team = models.ForeignKey("controlplane.Team", on_delete=models.CASCADE, related_name="apps")
+    slug = models.CharField(max_length=40, validators=[slug_validator])
+    name = models.CharField(max_length=200, blank=True)
+    repo_url = models.CharField(max_length=500, blank=True)
+    runtime = models.CharField(max_length=32, choices=[(r, r) for r in LAMBDA_RUNTIMES])
+    handler = models.CharField(max_length=128, default="app.handler")
+    memory_mb = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(128), MaxValueValidator(10240)]
+    )
+    timeout_s = models.PositiveIntegerField(
+        default=30, validators=[MinValueValidator(1), MaxValueValidator(900)]
+    )
+    health_path = models.CharField(max_length=200, default="/health")
+    health_expected_status = models.PositiveSmallIntegerField(default=200)
+    health_expected_text = models.CharField(max_length=255, blank=True)
+    build_command = models.CharField(max_length=1000, blank=True)
+    build_output_dir = models.CharField(max_length=200, blank=True)  # zipped after the build; "" = repo root
+    webhook_secret = EncryptedTextField(default=generate_webhook_secret)
+    git_credential = EncryptedTextField(blank=True, default="")  # deploy token for private repos
+    created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AppQuerySet.as_manager()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["team", "slug"], name="app_slug_unique_per_team")]
+        ordering = ["slug"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+    @property
+    def function_name(self) -> str:
+        """The Lambda function's name in every region (team-qualified: one account, many teams)."""
+        return f"{self.team.slug}-{self.slug}"[:64]
+
+
+class Stage(models.Model):
+    """A named environment of an app: the Lambda alias, its auto-deploy branch, domain and rollout."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="stages")
+    name = models.CharField(max_length=64, validators=[stage_name_validator])
+    branch = models.CharField(max_length=255, blank=True)  # pushes to it auto-deploy this stage
+    domain = models.CharField(max_length=253, blank=True)
+    hosted_zone_id = models.CharField(max_length=64, blank=True)
+    certificate_arns = models.JSONField(default=dict, blank=True)  # {region: acm arn}; "" = request one
+    # {"waves": [["us-east-1"], ["*"]], "bake_s": 0, "on_failure": "leave" | "rollback"}
+    rollout = models.JSONField(default=dict, blank=True)
+    pinned = models.BooleanField(default=False)
+    pinned_reason = models.CharField(max_length=500, blank=True)
+    pinned_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "name"], name="stage_name_unique_per_app")]
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return f"{self.app.slug}/{self.name}"
+
+
+class EnvVar(models.Model):
+    """An env var of an app, optionally narrowed to a stage and/or a region. The value is always
+    encrypted at rest; ``secret`` decides whether the API and admin show it."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="env_vars")
+    stage = models.ForeignKey(Stage, null=True, blank=True, on_delete=models.CASCADE, related_name="env_vars")
+    region = models.ForeignKey(
+        "regions.Region", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    key = models.CharField(max_length=128)
+    value = EncryptedTextField(blank=True, default="")
+    secret = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["key", "id"]
+        constraints = [
+            # One row per (app, stage, region, key) — NULL counts as a value here, so one
+            # constraint per combination of NULLs (SQL treats NULLs as distinct otherwise).
+            models.UniqueConstraint(
+                fields=["app", "key"],
+                condition=models.Q(stage__isnull=True, region__isnull=True),
+                name="env_unique_app",
+            ),
+            models.UniqueConstraint(
+                fields=["app", "stage", "key"],
+                condition=models.Q(stage__isnull=False, region__isnull=True),
+                name="env_unique_stage",
+            ),
+            models.UniqueConstraint(
+                fields=["app", "region", "key"],
+                condition=models.Q(stage__isnull=True, region__isnull=False),
+                name="env_unique_region",
+            ),
+            models.UniqueConstraint(
+                fields=["app", "stage", "region", "key"],
+                condition=models.Q(stage__isnull=False, region__isnull=False),
+                name="env_unique_stage_region",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.key
+
+    def clean(self) -> None:
+        from .env import env_key_problem
+
+        problem = env_key_problem(self.key)
+        if problem:
+            raise ValidationError({"key": problem})
+
+
+class Artifact(models.Model):
+    """An immutable zip, content-addressed by sha256 (deduplicated per app)."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="artifacts")
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveBigIntegerField()
+    unzipped_size = models.PositiveBigIntegerField(default=0)
+    source = models.CharField(max_length=16, choices=ArtifactSource.choices, default=ArtifactSource.UPLOAD)
+    tree_sha = models.CharField(max_length=64, blank=True)  # git tree it was built from, for reuse
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["app", "sha256"], name="artifact_unique_per_app")]
+
+    def __str__(self) -> str:
+        return f"{self.app.slug}@{self.sha256[:12]}"
+
+    @property
+    def storage_key(self) -> str:
+        return f"artifacts/{self.app.team.slug}/{self.app.slug}/{self.sha256}.zip"
+
+
+class Release(models.Model):
+    """An immutable snapshot for one stage: artifact + config + env per region + the commit.
+
+    ``env_snapshot`` is ``{region_code: {KEY: value}}`` serialized to JSON and encrypted."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="releases")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="releases")
+    number = models.PositiveIntegerField()  # 1, 2, ... per stage
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="releases")
+    config = models.JSONField(default=dict)  # runtime, handler, memory_mb, timeout_s, health_path
+    env_snapshot = EncryptedTextField()
+    env_secret_keys = models.JSONField(default=list)  # keys whose values are secret (for diffs)
+    commit_sha = models.CharField(max_length=64, blank=True, db_index=True)
+    commit_branch = models.CharField(max_length=255, blank=True)
+    commit_message = models.TextField(blank=True)
+    commit_author = models.CharField(max_length=255, blank=True)
+    commit_url = models.CharField(max_length=500, blank=True)
+    source_release = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )  # promote: the other stage's release it came from
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [models.UniqueConstraint(fields=["stage", "number"], name="release_number_per_stage")]
+
+    def __str__(self) -> str:
+        return f"{self.stage} #{self.number}"
+
+
+class Deployment(models.Model):
+    """Moving a stage to a release, in every region of the app. Status follows from its regions."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="deployments")
+    stage = models.ForeignKey(Stage, on_delete=models.CASCADE, related_name="deployments")
+    release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.PROTECT, related_name="deployments"
+    )  # null until a build from ``ref`` produced the artifact
+    previous_release = models.ForeignKey(
+        Release, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    kind = models.CharField(max_length=16, choices=DeploymentKind.choices, default=DeploymentKind.DEPLOY)
+    status = models.CharField(
+        max_length=20, choices=DeploymentStatus.choices, default=DeploymentStatus.QUEUED, db_index=True
+    )
+    ref = models.CharField(max_length=64, blank=True)  # git sha to build, when no artifact was given
+    commit_sha = models.CharField(max_length=64, blank=True, db_index=True)
+    commit_branch = models.CharField(max_length=255, blank=True)
+    commit_message = models.TextField(blank=True)
+    commit_author = models.CharField(max_length=255, blank=True)
+    commit_url = models.CharField(max_length=500, blank=True)
+    commit_count = models.PositiveIntegerField(null=True, blank=True)
+    compare_url = models.CharField(max_length=500, blank=True)
+    triggered_by = models.CharField(max_length=200)  # "user:alice", "token:ci", "webhook:github"
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    force = models.BooleanField(default=False)
+    cancel_requested = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=255, blank=True)
+    request_fingerprint = models.CharField(max_length=64, blank=True)
+    last_seq = models.PositiveIntegerField(default=0)  # last event sequence number handed out
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["app", "stage", "status"])]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="deployment_idempotency_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"deployment {self.pk} of {self.stage} ({self.status})"
+
+
+class RegionDeployment(models.Model):
+    """One deployment in one region: the version published, the one replaced, where it stands."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="regions")
+    region = models.ForeignKey("regions.Region", on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(
+        max_length=16, choices=RegionStatus.choices, default=RegionStatus.QUEUED, db_index=True
+    )
+    wave = models.PositiveSmallIntegerField(default=0)
+    version = models.CharField(max_length=16, blank=True)
+    previous_version = models.CharField(max_length=16, blank=True)
+    step = models.CharField(max_length=32, blank=True)  # the step it is on (or last finished)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    error_code = models.CharField(max_length=100, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["wave", "region__code"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "region"], name="one_region_deployment")]
+
+    def __str__(self) -> str:
+        return f"{self.deployment_id}/{self.region_id} ({self.status})"
+
+
+class DeploymentEvent(models.Model):
+    """One line of the deployment log. ``seq`` orders a deployment's lines, for following live."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="events")
+    region = models.ForeignKey(
+        "regions.Region", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    seq = models.PositiveIntegerField()
+    level = models.CharField(max_length=8, choices=EventLevel.choices, default=EventLevel.INFO)
+    step = models.CharField(max_length=32, blank=True)
+    message = models.TextField()
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["seq"]
+        constraints = [models.UniqueConstraint(fields=["deployment", "seq"], name="event_seq_unique")]
+
+    def __str__(self) -> str:
+        return f"[{self.seq}] {self.message[:60]}"
+
+
+class WebhookDelivery(models.Model):
+    """A git host's delivery, kept so a repeat (same delivery id) creates nothing."""
+
+    provider = models.CharField(max_length=16)  # github, gitlab
+    delivery_id = models.CharField(max_length=100)
+    event = models.CharField(max_length=50, blank=True)
+    app = models.ForeignKey(App, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    outcome = models.CharField(max_length=16, choices=WebhookOutcome.choices, blank=True)
+    detail = models.CharField(max_length=500, blank=True)
+    deployments = models.ManyToManyField(Deployment, blank=True, related_name="+")
+    received_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["provider", "delivery_id"], name="webhook_delivery_unique")
+        ]

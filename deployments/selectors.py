@@ -1,0 +1,91 @@
+"""Reads of apps, stages and env vars that several callers share."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+
+from controlplane.access import Principal
+from controlplane.errors import DomainError, NotFound
+from regions.models import AppRegion, StagePlacement
+
+from .models import App, EnvVar, Stage
+
+
+class AmbiguousApp(DomainError):
+    code = "ambiguous_app"
+    status_code = 400
+
+
+def apps_for(principal: Principal) -> QuerySet[App]:
+    """Apps ``principal`` may see, with what an app's detail shows (team, stages, placements)."""
+    return (
+        App.objects.visible_to(principal)
+        .select_related("team")
+        .prefetch_related(
+            "stages",
+            Prefetch(
+                "placements",
+                queryset=AppRegion.objects.select_related("region").prefetch_related(
+                    Prefetch("stages", queryset=StagePlacement.objects.select_related("stage"))
+                ),
+            ),
+        )
+    )
+
+
+def app_for(*, principal: Principal, slug: str, team: str | None = None, queryset=None) -> App:
+    """The app ``slug`` among those ``principal`` sees (``team``: a team slug, needed only when two
+    of the caller's teams have an app of that name). Raises NotFound, AmbiguousApp."""
+    qs = (queryset if queryset is not None else App.objects.visible_to(principal)).filter(slug=slug)
+    if team:
+        qs = qs.filter(team__slug=team)
+    apps = list(qs[:2])
+    if not apps:
+        raise NotFound(f"No app '{slug}'.")
+    if len(apps) > 1:
+        raise AmbiguousApp(f"Several of your teams have an app '{slug}': add ?team=<slug> to the URL.")
+    return apps[0]
+
+
+def stage_for(*, app: App, name: str) -> Stage:
+    """Stage ``name`` of ``app``. Raises NotFound."""
+    stage = Stage.objects.filter(app=app, name=name).select_related("app", "app__team").first()
+    if stage is None:
+        raise NotFound(f"{app.slug} has no stage '{name}'.")
+    return stage
+
+
+def env_vars_of(*, app: App) -> QuerySet[EnvVar]:
+    """``app``'s env var rows, with their stage and region."""
+    return EnvVar.objects.filter(app=app).select_related("app", "app__team", "stage", "region")
+
+
+def region_summaries(app: App) -> list[dict]:
+    """Per region of ``app``: its code, the regional API endpoint, its health (the worst of its
+    stages': down > unknown > up) and the Lambda version and endpoint of each stage there."""
+    out = []
+    for placement in app.placements.all():
+        stages = list(placement.stages.all())
+        healths = {sp.health_status for sp in stages}
+        health = next((h for h in ("down", "unknown", "up") if h in healths), "unknown")
+        out.append(
+            {
+                "region": placement.region.code,
+                "endpoint": (
+                    f"https://{placement.rest_api_id}.execute-api.{placement.region.code}.amazonaws.com"
+                    if placement.rest_api_id
+                    else None
+                ),
+                "health": health,
+                "versions": {sp.stage.name: sp.version or None for sp in stages},
+                "stages": {
+                    sp.stage.name: {
+                        "version": sp.version or None,
+                        "endpoint": sp.endpoint_url or None,
+                        "health": sp.health_status,
+                    }
+                    for sp in stages
+                },
+            }
+        )
+    return out

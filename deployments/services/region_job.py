@@ -1,0 +1,697 @@
+"""The per-region job: the steps of "The deploy, one region" (DESIGN.md), each reading AWS state
+before acting, so a redelivered or requeued job resumes where the region stood.
+
+Claiming is a conditional update; deploys of one app in one region are serialized (the stages
+share one function and its ``$LATEST`` configuration), so a region deployment waits while another
+of the same app and region is running, and is started when that one finishes.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from regions.aws import acm, apigateway, iam, lambda_, route53, s3
+from regions.aws.session import AwsError, account_id
+from regions.models import AppRegion, StagePlacement
+
+from ..choices import DeploymentKind, DeploymentStatus, EventLevel, FailurePolicy, RegionStatus
+from ..models import Deployment, RegionDeployment, Release
+from .deploy import failure_policy, finish_if_done, release_env
+from .events import log_event
+
+logger = logging.getLogger("controlplane.deployments")
+
+READY = "ready"  # step marker: the region was released to the workers (its wave started)
+DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "prune")
+ROLLBACK_STEPS = ("alias", "verify")
+VERSION_MARKER = "cp-release-{release_id} "
+
+
+class RetryLater(Exception):
+    """A transient AWS failure: the task retries the region later, resuming at this step."""
+
+    def __init__(self, error: AwsError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, code: str = ""):
+        super().__init__(message)
+        self.code = code
+
+
+def heartbeat_cutoff():
+    return timezone.now() - timedelta(seconds=settings.REGION_HEARTBEAT_TIMEOUT)
+
+
+def version_marker(release: Release) -> str:
+    return VERSION_MARKER.format(release_id=release.pk)
+
+
+def lambda_code_sha(sha256_hex: str) -> str:
+    """Lambda reports a function's code hash as the base64 of the zip's raw SHA-256."""
+    return base64.b64encode(bytes.fromhex(sha256_hex)).decode()
+
+
+# --- Claiming ---------------------------------------------------------------------------------
+
+
+def claim(region_deployment_id: int) -> RegionDeployment | None:
+    """Take a region deployment for this worker; None when someone else has it, it is finished,
+    or another deploy of the same app holds the region (it will start this one when done)."""
+    with transaction.atomic():
+        rd = (
+            RegionDeployment.objects.select_related("deployment", "region")
+            .filter(pk=region_deployment_id)
+            .first()
+        )
+        if rd is None:
+            return None
+        # Lock the placement row: the one place that serializes an app's deploys in a region.
+        AppRegion.objects.select_for_update().filter(
+            app_id=rd.deployment.app_id, region_id=rd.region_id
+        ).first()
+        rd.refresh_from_db()
+        stale = rd.status == RegionStatus.RUNNING and (
+            rd.heartbeat_at is None or rd.heartbeat_at < heartbeat_cutoff()
+        )
+        if rd.status != RegionStatus.QUEUED and not stale:
+            return None
+        if rd.deployment.cancel_requested:
+            RegionDeployment.objects.filter(pk=rd.pk).update(
+                status=RegionStatus.CANCELLED, finished_at=timezone.now()
+            )
+            return None
+        busy = (
+            RegionDeployment.objects.filter(
+                deployment__app_id=rd.deployment.app_id,
+                region_id=rd.region_id,
+                status=RegionStatus.RUNNING,
+                heartbeat_at__gte=heartbeat_cutoff(),
+            )
+            .exclude(pk=rd.pk)
+            .exists()
+        )
+        if busy:
+            return None
+        now = timezone.now()
+        RegionDeployment.objects.filter(pk=rd.pk).update(
+            status=RegionStatus.RUNNING,
+            started_at=rd.started_at or now,
+            heartbeat_at=now,
+            attempts=rd.attempts + 1,
+        )
+        Deployment.objects.filter(pk=rd.deployment_id, status=DeploymentStatus.QUEUED).update(
+            status=DeploymentStatus.RUNNING, started_at=now
+        )
+    rd.refresh_from_db()
+    if stale:
+        log_event(
+            deployment_id=rd.deployment_id,
+            region_id=rd.region_id,
+            region_deployment_id=rd.pk,
+            level=EventLevel.WARNING,
+            step=rd.step,
+            message=f"{rd.region.code}: resuming after the previous worker went silent.",
+        )
+    return rd
+
+
+# --- The job ----------------------------------------------------------------------------------
+
+
+@dataclass
+class RegionRun:
+    rd: RegionDeployment
+    deployment: Deployment = field(init=False)
+    release: Release = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deployment = Deployment.objects.select_related("app__team", "stage", "release__artifact").get(
+            pk=self.rd.deployment_id
+        )
+        self.release = self.deployment.release
+        self.app = self.deployment.app
+        self.stage = self.deployment.stage
+        self.region = self.rd.region
+        self.code = self.region.code
+        self.role = self.region.role_arn
+        self.function = self.app.function_name
+        self.config = self.release.config
+        self.api_id = ""
+        self.endpoint = ""
+        self.regional_domain: tuple[str, str] | None = None
+        self.health_check_id = ""
+
+    # logging -------------------------------------------------------------------------------
+    def log(self, message: str, *, step: str = "", level: str = EventLevel.INFO, duration_ms=None) -> None:
+        log_event(
+            deployment_id=self.rd.deployment_id,
+            region_id=self.rd.region_id,
+            region_deployment_id=self.rd.pk,
+            level=level,
+            step=step,
+            message=f"{self.code}: {message}",
+            duration_ms=duration_ms,
+        )
+
+    def save(self, **fields) -> None:
+        RegionDeployment.objects.filter(pk=self.rd.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(self.rd, name, value)
+
+    # steps -------------------------------------------------------------------------------------
+    def steps(self) -> tuple[str, ...]:
+        return ROLLBACK_STEPS if self.deployment.kind == DeploymentKind.ROLLBACK else DEPLOY_STEPS
+
+    def run(self) -> str:
+        """Run the remaining steps; returns the region's final status. Raises RetryLater."""
+        for step in self.steps():
+            if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
+                self.log(
+                    f"Stopped before '{step}': the deployment was cancelled or superseded.",
+                    step=step,
+                    level=EventLevel.WARNING,
+                )
+                return RegionStatus.CANCELLED
+            self.save(step=step)
+            started = time.monotonic()
+            try:
+                message = getattr(self, f"step_{step}")()
+            except AwsError as err:
+                ms = int((time.monotonic() - started) * 1000)
+                detail = f"{err.operation or 'AWS'} failed: {err.code}: {err.message}"
+                if err.retryable:
+                    self.log(
+                        f"{detail} (transient; will retry)",
+                        step=step,
+                        level=EventLevel.WARNING,
+                        duration_ms=ms,
+                    )
+                    raise RetryLater(err) from err
+                self.log(detail, step=step, level=EventLevel.ERROR, duration_ms=ms)
+                self.save(error=detail[:2000], error_code=err.code[:100])
+                return self.fail_policy(step)
+            except StepFailed as err:
+                ms = int((time.monotonic() - started) * 1000)
+                self.log(str(err), step=step, level=EventLevel.ERROR, duration_ms=ms)
+                self.save(error=str(err)[:2000], error_code=err.code[:100])
+                return self.fail_policy(step)
+            if message:
+                self.log(message, step=step, duration_ms=int((time.monotonic() - started) * 1000))
+        return RegionStatus.SUCCEEDED
+
+    def fail_policy(self, step: str) -> str:
+        """A failed region after its alias moved is moved back when the stage's policy says so."""
+        moved = self.steps().index(step) > self.steps().index("alias")
+        if moved and failure_policy(self.stage) == FailurePolicy.ROLLBACK and self.rd.previous_version:
+            move_alias_back(self.rd, log=self.log)
+            return RegionStatus.ROLLED_BACK
+        return RegionStatus.FAILED
+
+    def step_artifact(self) -> str:
+        from ..artifacts import artifact_path
+
+        artifact = self.release.artifact
+        key = artifact.storage_key
+        bucket = self.region.bucket
+        s3.ensure_bucket(self.code, bucket, role_arn=self.role)
+        if s3.object_exists(self.code, bucket, key, role_arn=self.role):
+            return f"Artifact {artifact.sha256[:12]} already in s3://{bucket}; not uploaded again."
+        s3.upload_file(
+            self.code, bucket, key, str(artifact_path(artifact)), role_arn=self.role,
+            sha256_hex=artifact.sha256,
+        )  # fmt: skip
+        return f"Uploaded artifact {artifact.sha256[:12]} ({artifact.size} bytes) to s3://{bucket}/{key}."
+
+    def _existing_version(self):
+        return lambda_.find_version(
+            self.code, self.function, description_prefix=version_marker(self.release), role_arn=self.role
+        )
+
+    def step_function(self) -> str:
+        existing = self._existing_version()
+        if existing is not None:
+            return f"Version {existing.version} for this release already published; function untouched."
+        env = release_env(self.release).get(self.code, {})
+        cfg = self.config
+        artifact = self.release.artifact
+        bucket, key = self.region.bucket, artifact.storage_key
+        info = lambda_.get_function(self.code, self.function, role_arn=self.role)
+        if info is None:
+            role = settings.AWS_LAMBDA_ROLE_ARN or iam.ensure_lambda_role(role_arn=self.role)
+            lambda_.create_function(
+                self.code, name=self.function, role=role, runtime=cfg["runtime"],
+                handler=cfg["handler"], memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"],
+                env=env, s3_bucket=bucket, s3_key=key, description=f"{self.app.team.slug}/{self.app.slug}",
+                role_arn=self.role,
+            )  # fmt: skip
+            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            return f"Created function {self.function} ({cfg['runtime']}, {cfg['memory_mb']} MB)."
+        changed = []
+        if info.code_sha256 != lambda_code_sha(artifact.sha256):
+            lambda_.update_code(
+                self.code, name=self.function, s3_bucket=bucket, s3_key=key, role_arn=self.role
+            )
+            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            changed.append("code")
+        wanted = (cfg["runtime"], cfg["handler"], cfg["memory_mb"], cfg["timeout_s"], env)
+        have = (info.runtime, info.handler, info.memory_mb, info.timeout_s, info.env)
+        if wanted != have:
+            lambda_.update_config(
+                self.code, name=self.function, runtime=cfg["runtime"], handler=cfg["handler"],
+                memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"], env=env, role_arn=self.role,
+            )  # fmt: skip
+            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            changed.append(f"configuration ({len(env)} env vars)")
+        if not changed:
+            return f"Function {self.function} already has this code and configuration."
+        return f"Updated function {self.function}: {' and '.join(changed)}."
+
+    def step_version(self) -> str:
+        alias = lambda_.get_alias(self.code, self.function, self.stage.name, role_arn=self.role)
+        existing = self._existing_version()
+        if existing is not None:
+            version, note = existing.version, "already published (resumed)"
+        else:
+            sha = self.release.commit_sha[:12]
+            description = (
+                f"{version_marker(self.release)}stage={self.stage.name} "
+                f"release={self.release.number}" + (f" commit={sha}" if sha else "")
+            )[:256]
+            version = lambda_.publish_version(
+                self.code, name=self.function, description=description,
+                code_sha256=lambda_code_sha(self.release.artifact.sha256), role_arn=self.role,
+            )  # fmt: skip
+            note = "published"
+        fields = {"version": version}
+        if alias is not None and alias.version != version and not self.rd.previous_version:
+            fields["previous_version"] = alias.version
+        self.save(**fields)
+        return f"Version {version} {note}" + (
+            f"; the stage alias is on {alias.version}." if alias is not None else "."
+        )
+
+    def step_api(self) -> str:
+        self.api_id = apigateway.ensure_rest_api(self.code, self.function, role_arn=self.role)
+        account = account_id(self.code, role_arn=self.role)
+        apigateway.ensure_lambda_proxy(
+            self.code, rest_api_id=self.api_id, function_name=self.function, account_id=account,
+            role_arn=self.role,
+        )  # fmt: skip
+        self.endpoint = apigateway.ensure_stage(
+            self.code, rest_api_id=self.api_id, stage=self.stage.name,
+            variables={"alias": self.stage.name}, role_arn=self.role,
+        )  # fmt: skip
+        AppRegion.objects.filter(app=self.app, region=self.region).update(rest_api_id=self.api_id)
+        message = (
+            f"REST API {self.api_id} stage '{self.stage.name}' → alias {self.stage.name}: {self.endpoint}"
+        )
+        if self.stage.domain:
+            cert = (self.stage.certificate_arns or {}).get(self.code) or acm.find_certificate(
+                self.code, self.stage.domain, role_arn=self.role
+            )
+            if not cert:
+                cert = acm.request_certificate(self.code, self.stage.domain, role_arn=self.role)
+            self.regional_domain = apigateway.ensure_custom_domain(
+                self.code, domain=self.stage.domain, certificate_arn=cert, role_arn=self.role
+            )
+            apigateway.ensure_base_path_mapping(
+                self.code, domain=self.stage.domain, rest_api_id=self.api_id, stage=self.stage.name,
+                role_arn=self.role,
+            )  # fmt: skip
+            message += f"; custom domain {self.stage.domain} → {self.regional_domain[0]}"
+        return message
+
+    def step_dns(self) -> str:
+        if not (self.stage.domain and self.stage.hosted_zone_id):
+            return ""
+        host = f"{self.api_id}.execute-api.{self.code}.amazonaws.com"
+        self.health_check_id = route53.ensure_health_check(
+            fqdn=host, path=f"/{self.stage.name}{self.config['health_path']}", region=self.code,
+            caller_reference=f"cp-{self.app.pk}-{self.stage.pk}-{self.code}",
+            search_string=self.config.get("health_expected_text", ""), role_arn=self.role,
+        )  # fmt: skip
+        target, zone = self.regional_domain or (host, "")
+        route53.upsert_latency_record(
+            zone_id=self.stage.hosted_zone_id, name=self.stage.domain, region=self.code,
+            set_identifier=self.code, target=target, target_zone_id=zone,
+            health_check_id=self.health_check_id, role_arn=self.role,
+        )  # fmt: skip
+        return (
+            f"Route 53 latency record {self.stage.domain} ({self.code}) with health check "
+            f"{self.health_check_id}."
+        )
+
+    def step_alias(self) -> str:
+        if self.deployment.kind == DeploymentKind.ROLLBACK:
+            return self._rollback_alias()
+        version = self.rd.version
+        lambda_.ensure_alias(
+            self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
+        )
+        self._permission()
+        self._record_live(version)
+        previous = self.rd.previous_version
+        return f"Alias {self.stage.name} on version {version}" + (f" (was {previous})." if previous else ".")
+
+    def _rollback_alias(self) -> str:
+        """Move the alias only: the plan checked moments ago that the version exists (if it has
+        vanished since, Lambda refuses the update and the region fails), and the invoke
+        permission is the alias's own, made when the stage was first deployed."""
+        version = self.rd.version
+        if not self.rd.previous_version:
+            live = (
+                StagePlacement.objects.filter(
+                    placement__app=self.app, placement__region=self.region, stage=self.stage
+                )
+                .values_list("version", flat=True)
+                .first()
+            )
+            if live and live != version:
+                self.save(previous_version=live)
+        lambda_.ensure_alias(
+            self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
+        )
+        self._record_live(version)
+        previous = self.rd.previous_version
+        return f"Alias {self.stage.name} moved back to version {version}" + (
+            f" (was {previous})." if previous else "."
+        )
+
+    def _permission(self) -> None:
+        placement = AppRegion.objects.get(app=self.app, region=self.region)
+        api_id = self.api_id or placement.rest_api_id
+        if not api_id:
+            return
+        account = account_id(self.code, role_arn=self.role)
+        lambda_.ensure_invoke_permission(
+            self.code, name=self.function, alias=self.stage.name,
+            source_arn=f"arn:aws:execute-api:{self.code}:{account}:{api_id}/*/*/*",
+            statement_id=f"controlplane-apigateway-{self.stage.name}", role_arn=self.role,
+        )  # fmt: skip
+
+    def _record_live(self, version: str) -> None:
+        placement = AppRegion.objects.get(app=self.app, region=self.region)
+        defaults = {"version": version, "release": self.release}
+        if self.endpoint:
+            defaults["endpoint_url"] = self.endpoint
+        if self.health_check_id:
+            defaults["health_check_id"] = self.health_check_id
+        StagePlacement.objects.update_or_create(placement=placement, stage=self.stage, defaults=defaults)
+
+    def step_verify(self) -> str:
+        if not settings.DEPLOY_VERIFY:
+            return "Health verification is turned off (DEPLOY_VERIFY=false)."
+        from regions.endpoints import resolve_endpoint
+        from regions.health import check_url
+
+        sp = StagePlacement.objects.select_related("placement__region", "stage", "placement__app").get(
+            placement__app=self.app, placement__region=self.region, stage=self.stage
+        )
+        base = resolve_endpoint(sp)
+        if not base:
+            return "No endpoint to probe yet; health verification skipped."
+        url = base.rstrip("/") + self.config["health_path"]
+        attempts = max(1, settings.DEPLOY_VERIFY_ATTEMPTS)
+        result = None
+        for attempt in range(attempts):
+            result = check_url(
+                url,
+                expected_status=self.config.get("health_expected_status", 200),
+                expected_text=self.config.get("health_expected_text", ""),
+                timeout=settings.HEALTH_PROBE_TIMEOUT,
+            )
+            if result.ok:
+                return f"Healthy: {url} answered {result.status_code} in {result.latency_ms:.0f} ms."
+            if attempt + 1 < attempts:
+                time.sleep(settings.DEPLOY_VERIFY_INTERVAL)
+        raise StepFailed(
+            f"Health check failed after {attempts} tries: {url}: "
+            + (result.error or f"status {result.status_code}"),
+            code="health_check_failed",
+        )
+
+    def step_prune(self) -> str:
+        try:
+            deleted = prune_versions(app=self.app, region=self.region)
+        except AwsError as err:
+            self.log(f"Pruning old versions failed ({err.code}); will try on the next deploy.",
+                     step="prune", level=EventLevel.WARNING)  # fmt: skip
+            return ""
+        return f"Pruned {len(deleted)} old version(s): {', '.join(deleted)}." if deleted else ""
+
+
+def move_alias_back(rd: RegionDeployment, *, log: Callable[..., None]) -> None:
+    """Failure policy: point the stage alias back at the version it had before this deployment."""
+    deployment = rd.deployment
+    app, stage, region = deployment.app, deployment.stage, rd.region
+    lambda_.ensure_alias(
+        region.code, name=app.function_name, alias=stage.name, version=rd.previous_version,
+        role_arn=region.role_arn,
+    )  # fmt: skip
+    placement = AppRegion.objects.get(app=app, region=region)
+    previous = (
+        RegionDeployment.objects.filter(
+            deployment__stage=stage, region=region, version=rd.previous_version,
+            status=RegionStatus.SUCCEEDED,
+        ).select_related("deployment__release").order_by("-id").first()
+    )  # fmt: skip
+    StagePlacement.objects.filter(placement=placement, stage=stage).update(
+        version=rd.previous_version, release=previous.deployment.release if previous else None
+    )
+    RegionDeployment.objects.filter(pk=rd.pk).update(status=RegionStatus.ROLLED_BACK)
+    log(f"Rolled back: alias {stage.name} moved back to version {rd.previous_version}.",
+        step="rollback", level=EventLevel.WARNING)  # fmt: skip
+
+
+def prune_versions(*, app, region) -> list[str]:
+    """Delete versions beyond the newest ``VERSION_RETENTION`` releases of each stage; never one a
+    stage alias points at, one a kept release needs, or one this control plane did not publish."""
+    keep_n = settings.VERSION_RETENTION
+    kept_releases: set[int] = set()
+    for stage in app.stages.all():
+        kept_releases.update(
+            Release.objects.filter(stage=stage).order_by("-number").values_list("pk", flat=True)[:keep_n]
+        )
+    alias_versions = set()
+    for stage in app.stages.all():
+        alias = lambda_.get_alias(region.code, app.function_name, stage.name, role_arn=region.role_arn)
+        if alias is not None:
+            alias_versions.add(alias.version)
+            alias_versions.update(alias.weights)
+    deleted = []
+    for info in lambda_.list_versions(region.code, app.function_name, role_arn=region.role_arn):
+        if not info.description.startswith("cp-release-") or info.version in alias_versions:
+            continue
+        try:
+            release_id = int(info.description.split()[0].removeprefix("cp-release-"))
+        except ValueError:
+            continue
+        if release_id in kept_releases:
+            continue
+        lambda_.delete_version(region.code, app.function_name, info.version, role_arn=region.role_arn)
+        deleted.append(info.version)
+    return deleted
+
+
+# --- Driving a deployment -------------------------------------------------------------------
+
+
+def finish_region(rd: RegionDeployment, status: str) -> None:
+    RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).update(
+        status=status, finished_at=timezone.now(), heartbeat_at=timezone.now()
+    )
+    if status == RegionStatus.SUCCEEDED:
+        log_event(
+            deployment_id=rd.deployment_id, region_id=rd.region_id, step="done",
+            message=f"{rd.region.code}: succeeded.",
+        )  # fmt: skip
+
+
+def run_region(region_deployment_id: int) -> str | None:
+    """Claim and run one region; returns its final status, or None when not claimed.
+    Raises RetryLater for a transient AWS error (the region is queued again first)."""
+    rd = claim(region_deployment_id)
+    if rd is None:
+        return None
+    run = RegionRun(rd)
+    try:
+        status = run.run()
+    except RetryLater:
+        RegionDeployment.objects.filter(pk=rd.pk).update(status=RegionStatus.QUEUED)
+        raise
+    except Exception as exc:  # noqa: BLE001 - a bug must fail the region, not leave it running
+        logger.exception("region deployment %s crashed", rd.pk)
+        run.log(f"Internal error: {type(exc).__name__}: {exc}", level=EventLevel.ERROR, step=rd.step)
+        RegionDeployment.objects.filter(pk=rd.pk).update(error=f"{type(exc).__name__}: {exc}"[:2000])
+        status = RegionStatus.FAILED
+    finish_region(rd, status)
+    after_region(rd)
+    return status
+
+
+def after_region(rd: RegionDeployment) -> None:
+    """Start whatever this region's end unblocks: the next deploy of the app waiting for this
+    region, the next wave, the failure policy, or the deployment's final status."""
+    waiting = (
+        RegionDeployment.objects.filter(
+            deployment__app_id=rd.deployment.app_id, region_id=rd.region_id,
+            status=RegionStatus.QUEUED, step=READY,
+        ).order_by("deployment_id").values_list("pk", flat=True).first()
+    )  # fmt: skip
+    if waiting:
+        enqueue_regions([waiting])
+    advance(deployment_id=rd.deployment_id)
+
+
+def enqueue_regions(ids: list[int], countdown: float = 0) -> None:
+    from workers.tasks import deploy_region
+
+    def send():
+        for pk in ids:
+            try:
+                deploy_region.apply_async((pk,), countdown=countdown)
+            except Exception:  # noqa: BLE001 - broker down: the reaper re-sends queued work
+                logger.warning("broker unavailable; region deployment %s waits for the reaper", pk)
+
+    transaction.on_commit(send)
+
+
+def start(deployment_id: int) -> None:
+    """Begin a queued deployment: build it if it has no release yet, then start its first wave."""
+    deployment = Deployment.objects.select_related("app", "stage").get(pk=deployment_id)
+    if deployment.status not in (DeploymentStatus.QUEUED, DeploymentStatus.RUNNING):
+        return
+    if deployment.cancel_requested:
+        RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
+            status=RegionStatus.CANCELLED, finished_at=timezone.now()
+        )
+        finish_if_done(deployment_id=deployment_id)
+        return
+    if deployment.release_id is None:
+        if not build_release(deployment):
+            return
+    advance(deployment_id=deployment_id)
+
+
+def build_release(deployment: Deployment) -> bool:
+    """Build ``deployment.ref`` and attach a release; False (deployment failed) when it fails."""
+    from controlplane.errors import DomainError
+
+    from ..builds import build_artifact
+    from .deploy import create_release
+
+    claimed = Deployment.objects.filter(
+        pk=deployment.pk, status=DeploymentStatus.QUEUED, started_at__isnull=True
+    ).update(status=DeploymentStatus.RUNNING, started_at=timezone.now())
+    if not claimed:
+        return False  # another worker is building it
+
+    def emit(level: str, line: str) -> None:
+        log_event(deployment_id=deployment.pk, level=level, step="build", message=line)
+
+    try:
+        artifact = build_artifact(app=deployment.app, sha=deployment.ref, emit=emit)
+        release = create_release(
+            app=deployment.app, stage=deployment.stage, artifact=artifact,
+            commit={"sha": deployment.commit_sha, "branch": deployment.commit_branch,
+                    "message": deployment.commit_message, "author": deployment.commit_author,
+                    "url": deployment.commit_url},
+            created_by=deployment.triggered_by,
+        )  # fmt: skip
+    except DomainError as err:
+        fail_unstarted(deployment, f"Build failed: {err.detail}")
+        return False
+    Deployment.objects.filter(pk=deployment.pk).update(release=release)
+    return True
+
+
+def fail_unstarted(deployment: Deployment, message: str) -> None:
+    log_event(deployment_id=deployment.pk, level=EventLevel.ERROR, step="build", message=message)
+    RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
+        status=RegionStatus.SKIPPED, finished_at=timezone.now()
+    )
+    Deployment.objects.filter(pk=deployment.pk).update(error=message[:5000])
+    finish_if_done(deployment_id=deployment.pk)
+
+
+def advance(*, deployment_id: int) -> None:
+    """Move a deployment forward: release the next wave, apply the failure policy, or finish."""
+    to_start: list[int] = []
+    rollback: list[RegionDeployment] = []
+    countdown = 0.0
+    with transaction.atomic():
+        deployment = Deployment.objects.select_for_update().select_related("stage").get(pk=deployment_id)
+        rds = list(deployment.regions.select_related("region"))
+        if deployment.release_id is None:
+            return
+        if any(r.status == RegionStatus.RUNNING or (r.status == RegionStatus.QUEUED and r.step)
+               for r in rds):  # fmt: skip
+            return  # the current wave is still going
+        failed = [r for r in rds if r.status in (RegionStatus.FAILED, RegionStatus.ROLLED_BACK)]
+        pending = [r for r in rds if r.status == RegionStatus.QUEUED]
+        if failed and pending:
+            RegionDeployment.objects.filter(pk__in=[r.pk for r in pending]).update(
+                status=RegionStatus.SKIPPED, finished_at=timezone.now()
+            )
+            pending = []
+        if failed and failure_policy(deployment.stage) == FailurePolicy.ROLLBACK:
+            rollback = [r for r in rds if r.status == RegionStatus.SUCCEEDED and r.previous_version]
+        if pending and not deployment.cancel_requested:
+            wave = min(r.wave for r in pending)
+            to_start = [r.pk for r in pending if r.wave == wave]
+            RegionDeployment.objects.filter(pk__in=to_start).update(step=READY)
+            if any(r.status == RegionStatus.SUCCEEDED for r in rds):
+                countdown = float((deployment.stage.rollout or {}).get("bake_s", 0))
+    if to_start:
+        if countdown:
+            log_event(deployment_id=deployment_id, step="wave",
+                      message=f"Next wave in {countdown:.0f} s (bake time).")  # fmt: skip
+        enqueue_regions(to_start, countdown=countdown)
+        return
+    if rollback:
+        log_event(
+            deployment_id=deployment_id, level=EventLevel.WARNING, step="rollback",
+            message=f"A region failed and the stage's policy is to roll back: moving "
+            f"{len(rollback)} region(s) back.",
+        )  # fmt: skip
+
+        def back(rd: RegionDeployment) -> None:
+            def log(message, **kw):
+                log_event(deployment_id=deployment_id, region_id=rd.region_id,
+                          message=f"{rd.region.code}: {message}", **kw)  # fmt: skip
+
+            try:
+                move_alias_back(rd, log=log)
+            except AwsError as err:
+                log(f"Rollback failed: {err.code}: {err.message}", step="rollback", level=EventLevel.ERROR)
+
+        with ThreadPoolExecutor(max_workers=min(16, len(rollback))) as pool:
+            list(pool.map(back, rollback))
+    finish_if_done(deployment_id=deployment_id)
+
+
+def fail_after_retries(region_deployment_id: int, error: AwsError) -> None:
+    """A transient error that outlasted every retry fails the region."""
+    rd = RegionDeployment.objects.select_related("region", "deployment").get(pk=region_deployment_id)
+    detail = f"{error.operation or 'AWS'} kept failing: {error.code}: {error.message}"
+    changed = RegionDeployment.objects.filter(
+        pk=rd.pk, status__in=[RegionStatus.QUEUED, RegionStatus.RUNNING]
+    ).update(status=RegionStatus.FAILED, finished_at=timezone.now(), error=detail[:2000],
+             error_code=error.code[:100])  # fmt: skip
+    if changed:
+        log_event(deployment_id=rd.deployment_id, region_id=rd.region_id, level=EventLevel.ERROR,
+                  step=rd.step, message=f"{rd.region.code}: {detail}; giving up.")  # fmt: skip
+        after_region(rd)

@@ -1,0 +1,73 @@
+"""ACM certificates for regional custom domains (API Gateway takes a certificate from its own region)."""
+
+from __future__ import annotations
+
+import hashlib
+
+from .session import aws_errors, client
+
+_USABLE = ("ISSUED", "PENDING_VALIDATION")
+
+
+def covers(name: str, domain: str) -> bool:
+    """True when certificate name ``name`` (maybe ``*.example.com``) covers ``domain``."""
+    name, domain = name.lower().rstrip("."), domain.lower().rstrip(".")
+    if name == domain:
+        return True
+    if name.startswith("*."):
+        head, _, rest = domain.partition(".")
+        return bool(head) and rest == name[2:]
+    return False
+
+
+@aws_errors
+def find_certificate(region: str, domain: str, *, role_arn: str = "") -> str | None:
+    """The ARN of an issued (preferred) or pending-validation certificate in ``region`` covering
+    ``domain`` (exactly, as an alternative name, or by wildcard), or None."""
+    acm = client("acm", region, role_arn=role_arn)
+    pages = acm.get_paginator("list_certificates").paginate(CertificateStatuses=list(_USABLE))
+    matches = []
+    for page in pages:
+        for summary in page.get("CertificateSummaryList", []):
+            names = [summary.get("DomainName", "")]
+            names += summary.get("SubjectAlternativeNameSummaries") or []
+            if any(covers(name, domain) for name in names):
+                matches.append(summary)
+    if not matches:
+        return None
+    matches.sort(key=lambda s: _USABLE.index(s.get("Status", "PENDING_VALIDATION")))
+    return matches[0]["CertificateArn"]
+
+
+@aws_errors
+def request_certificate(region: str, domain: str, *, role_arn: str = "") -> str:
+    """Request a DNS-validated certificate for ``domain`` in ``region`` and return its ARN. Repeating
+    the request within the hour returns the same certificate (idempotency token)."""
+    token = hashlib.sha256(domain.lower().encode()).hexdigest()[:32]
+    response = client("acm", region, role_arn=role_arn).request_certificate(
+        DomainName=domain, ValidationMethod="DNS", IdempotencyToken=token
+    )
+    return response["CertificateArn"]
+
+
+@aws_errors
+def certificate_status(region: str, certificate_arn: str, *, role_arn: str = "") -> str:
+    """``PENDING_VALIDATION``, ``ISSUED``, ``FAILED``, ... of the certificate."""
+    acm = client("acm", region, role_arn=role_arn)
+    return acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]["Status"]
+
+
+@aws_errors
+def validation_records(region: str, certificate_arn: str, *, role_arn: str = "") -> list[dict[str, str]]:
+    """The DNS records (``{"name", "type", "value"}``) that prove control of the certificate's
+    domains; ACM fills them in a few seconds after the request, so this may be empty at first."""
+    acm = client("acm", region, role_arn=role_arn)
+    certificate = acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]
+    records = []
+    for option in certificate.get("DomainValidationOptions") or []:
+        record = option.get("ResourceRecord")
+        if record:
+            entry = {"name": record["Name"], "type": record["Type"], "value": record["Value"]}
+            if entry not in records:
+                records.append(entry)
+    return records

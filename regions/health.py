@@ -1,0 +1,549 @@
+"""Health of live stages in every region: probes, the up/down state machine, incidents.
+
+A probe is one ``GET`` of a stage's health path in a region: healthy when the status is the
+app's expected one and, if the app sets one, the expected text is in the first 5,120 bytes of
+the body (as Route 53's ``HTTPS_STR_MATCH`` checks). A round probes every live placement
+concurrently on one event loop. Probes speak HTTP/1.1 through h11 (the parser httpx itself uses)
+on asyncio streams rather than through an httpx client: on a 2-core machine httpx's per-request
+overhead caps one process near 1,000 probes/s, and a round must fit thousands of placements in
+one 10-second interval. Deliveries of alerts, which are few, use httpx.
+
+Connections go to the address that passed :mod:`controlplane.urlsafety` (resolved once per
+host per round), with TLS verified against the host name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar
+
+import h11
+import uvloop
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from controlplane import urlsafety
+from controlplane.urlsafety import UnsafeURL
+from deployments.models import Stage
+
+from .choices import HealthStatus
+from .endpoints import health_url
+from .models import AppRegion, Incident, Probe, StagePlacement
+
+log = logging.getLogger(__name__)
+
+BODY_LIMIT = 5120  # bytes of the body searched for the expected text, as Route 53 does
+USER_AGENT = "controlplane-health/1"
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One probe's outcome. ``error`` says why it failed (empty when ``ok``)."""
+
+    ok: bool
+    status_code: int | None
+    latency_ms: float
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    url: str
+    expected_status: int = 200
+    expected_text: str = ""
+
+
+# --- One probe ------------------------------------------------------------------------------
+
+
+class _Resolver:
+    """Resolves and checks each host once per round; every probe of a host waits on one lookup."""
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, int], asyncio.Future] = {}
+
+    async def addresses(self, host: str, port: int) -> list[str]:
+        key = (host, port)
+        future = self._pending.get(key)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._pending[key] = loop.run_in_executor(None, urlsafety.resolve, host, port)
+        return await future
+
+
+async def _fetch(url: str, resolver: _Resolver) -> tuple[int, bytes]:
+    """Status and the first BODY_LIMIT bytes of ``GET url``. Raises UnsafeURL, OSError,
+    ssl.SSLError, h11.ProtocolError."""
+    target = urlsafety.parse(url)
+    address = (await resolver.addresses(target.host, target.port))[0]
+    https = target.scheme == "https"
+    reader, writer = await asyncio.open_connection(
+        address,
+        target.port,
+        ssl=urlsafety.ssl_context() if https else None,
+        server_hostname=target.host if https else None,
+    )
+    try:
+        conn = h11.Connection(h11.CLIENT)
+        request = h11.Request(
+            method="GET",
+            target=target.path,
+            headers=[("Host", target.authority), ("User-Agent", USER_AGENT), ("Connection", "close")],
+        )
+        writer.write(conn.send(request) + conn.send(h11.EndOfMessage()))
+        status = 0
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Response):
+                status = event.status_code
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) >= BODY_LIMIT:
+                    break
+            elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
+                break
+        return status, bytes(body[:BODY_LIMIT])
+    finally:
+        writer.close()
+
+
+def judge(status: int, body: bytes, *, expected_status: int, expected_text: str) -> str:
+    """``""`` when a response is healthy, otherwise why not."""
+    if status != expected_status:
+        return f"HTTP {status} (expected {expected_status})"
+    if expected_text and expected_text not in body.decode("utf-8", errors="replace"):
+        return f"the body does not contain {expected_text!r}"
+    return ""
+
+
+async def probe(
+    url: str,
+    *,
+    expected_status: int = 200,
+    expected_text: str = "",
+    timeout: float,
+    resolver: _Resolver | None = None,
+) -> ProbeResult:
+    """Probe ``url`` once. Never raises for what the endpoint or the network does."""
+    started = time.perf_counter()
+    status: int | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            status, body = await _fetch(url, resolver or _Resolver())
+        error = judge(status, body, expected_status=expected_status, expected_text=expected_text)
+    except TimeoutError:
+        error = f"timed out after {timeout:g}s"
+    except UnsafeURL as exc:
+        error = f"refused: {exc.detail}"
+    except ConnectionRefusedError:
+        error = "connection refused"
+    except ssl.SSLError as exc:
+        error = f"TLS error: {exc.reason or exc}"
+    except ssl.CertificateError as exc:
+        error = f"TLS certificate error: {exc}"
+    except OSError as exc:
+        error = f"connection failed: {exc.strerror or exc}"
+    except h11.ProtocolError as exc:
+        error = f"invalid HTTP response: {exc}"
+    latency = round((time.perf_counter() - started) * 1000, 2)
+    return ProbeResult(ok=not error, status_code=status or None, latency_ms=latency, error=error[:500])
+
+
+async def probe_many(
+    targets: Sequence[ProbeTarget], *, timeout: float, concurrency: int
+) -> list[ProbeResult]:
+    """Probe every target, at most ``concurrency`` at once; results in the targets' order."""
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    resolver = _Resolver()
+
+    async def one(target: ProbeTarget) -> ProbeResult:
+        async with semaphore:
+            return await probe(
+                target.url,
+                expected_status=target.expected_status,
+                expected_text=target.expected_text,
+                timeout=timeout,
+                resolver=resolver,
+            )
+
+    results = await asyncio.gather(*(one(t) for t in targets))
+    await asyncio.sleep(0)  # let closing transports finish before the loop goes away
+    return list(results)
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to completion on a uvloop event loop (a third more probes per second than
+    asyncio's own loop here) from synchronous code, also when this thread already runs an event
+    loop (then on a thread of its own)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(run_async, coro).result()
+
+
+def check_url(
+    url: str, *, expected_status: int = 200, expected_text: str = "", timeout: float
+) -> ProbeResult:
+    """Probe ``url`` once, synchronously (the deploy's verify step and rollout health gates)."""
+    return run_async(
+        probe(url, expected_status=expected_status, expected_text=expected_text, timeout=timeout)
+    )
+
+
+# --- State ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HealthState:
+    status: str
+    failures: int
+    successes: int
+
+
+def advance(
+    state: HealthState, ok: bool, *, failure_threshold: int, recovery_threshold: int
+) -> tuple[HealthState, str | None]:
+    """The state after one more probe result, and the transition it caused: ``"down"`` (it just
+    went down), ``"up"`` (it recovered from down) or None. Becoming ``up`` from ``unknown`` is not a
+    transition anyone is told about. Thresholds make flapping (ok, fail, ok, ...) change nothing."""
+    if ok:
+        successes, failures = state.successes + 1, 0
+        status = HealthStatus.UP if successes >= max(1, recovery_threshold) else state.status
+    else:
+        successes, failures = 0, state.failures + 1
+        status = HealthStatus.DOWN if failures >= max(1, failure_threshold) else state.status
+    transition = None
+    if status == HealthStatus.DOWN and state.status != HealthStatus.DOWN:
+        transition = "down"
+    elif status == HealthStatus.UP and state.status == HealthStatus.DOWN:
+        transition = "up"
+    return HealthState(str(status), failures, successes), transition
+
+
+@dataclass
+class RoundSummary:
+    """What one probe round did."""
+
+    probed: int = 0
+    healthy: int = 0
+    went_down: list[int] = field(default_factory=list)  # stage placement ids
+    came_up: list[int] = field(default_factory=list)
+    probe_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+
+# What a round reads: enough to resolve the endpoint and judge the answer, nothing encrypted.
+PROBE_FIELDS = (
+    "version",
+    "endpoint_url",
+    "health_check_id",
+    "health_status",
+    "consecutive_failures",
+    "consecutive_successes",
+    "route53_status",
+    "stage",
+    "placement",
+)
+STAGE_FIELDS = (
+    "name",
+    "app__slug",
+    "app__health_path",
+    "app__health_expected_status",
+    "app__health_expected_text",
+    "app__team__slug",
+)
+
+
+def live_placements():
+    """Stage placements that serve traffic (their alias points at a version)."""
+    return StagePlacement.objects.exclude(version="")
+
+
+def run_probe_round(*, min_age: float | None = None, now: datetime | None = None) -> RoundSummary:
+    """Probe every live stage placement not probed in the last ``min_age`` seconds (default half
+    the probe interval), record the results, move health states, open and close incidents and
+    notify channels. Returns a summary.
+
+    Placements are claimed with one conditional update stamping ``last_probe_at`` with this
+    round's time, so overlapping rounds (a slow round, two beat schedulers) never probe one
+    placement twice."""
+    started = time.perf_counter()
+    claim_at = now or timezone.now()
+    if min_age is None:
+        min_age = settings.HEALTH_PROBE_INTERVAL / 2
+    cutoff = claim_at - timedelta(seconds=min_age)
+    live_placements().filter(Q(last_probe_at__isnull=True) | Q(last_probe_at__lte=cutoff)).update(
+        last_probe_at=claim_at
+    )
+    claimed = list(live_placements().filter(last_probe_at=claim_at).only(*PROBE_FIELDS))
+    # Thousands of placements share a few hundred stages and regions: load each once and attach
+    # it (a select_related would build a stage, app, team, placement and region per row).
+    stages = {
+        s.pk: s
+        for s in Stage.objects.filter(placements__last_probe_at=claim_at)
+        .distinct()
+        .select_related("app__team")
+        .only(*STAGE_FIELDS)
+    }
+    regions = {
+        p.pk: p
+        for p in AppRegion.objects.filter(stages__last_probe_at=claim_at)
+        .distinct()
+        .select_related("region")
+        .only("region__code")
+    }
+    for sp in claimed:
+        sp.stage = stages[sp.stage_id]
+        sp.placement = regions[sp.placement_id]
+    placements, targets = [], []
+    for sp in claimed:
+        url = health_url(sp)
+        if not url:
+            continue  # nothing to probe until the deploy records an endpoint
+        app = sp.stage.app
+        placements.append(sp)
+        targets.append(ProbeTarget(url, app.health_expected_status, app.health_expected_text))
+    summary = RoundSummary(probed=len(targets))
+    if targets:
+        probe_started = time.perf_counter()
+        results = run_async(
+            probe_many(
+                targets, timeout=settings.HEALTH_PROBE_TIMEOUT, concurrency=settings.HEALTH_PROBE_CONCURRENCY
+            )
+        )
+        summary.probe_seconds = time.perf_counter() - probe_started
+        record_results(placements=placements, results=results, summary=summary)
+    summary.total_seconds = time.perf_counter() - started
+    return summary
+
+
+UPDATE_CHUNK = 900  # ids per statement, under every database's limit on query parameters
+
+
+def _chunks(ids: list[int]):
+    for i in range(0, len(ids), UPDATE_CHUNK):
+        yield ids[i : i + UPDATE_CHUNK]
+
+
+def record_results(
+    *,
+    placements: Sequence[StagePlacement],
+    results: Sequence[ProbeResult],
+    summary: RoundSummary | None = None,
+    at: datetime | None = None,
+) -> RoundSummary:
+    """Store one probe result per placement, advance their states, open/close incidents and
+    notify. ``placements`` must be claimed by the caller (see :func:`run_probe_round`).
+
+    Most placements keep their status from one round to the next, so they are written in two
+    set-based updates (still healthy, still failing: counters moved with ``F()``, latency copied
+    from the probe row just written); only placements whose status changes get a row update of
+    their own. A per-row ``bulk_update`` of thousands of rows cost seconds per round."""
+    summary = summary or RoundSummary(probed=len(results))
+    at = at or timezone.now()
+    failure_threshold = settings.HEALTH_FAILURE_THRESHOLD
+    recovery_threshold = settings.HEALTH_RECOVERY_THRESHOLD
+    transitions: list[tuple[StagePlacement, str, ProbeResult]] = []
+    changed: list[StagePlacement] = []
+    steady = {True: [], False: []}
+    probes = []
+    for sp, result in zip(placements, results, strict=True):
+        probes.append(
+            Probe(
+                stage_placement=sp,
+                ok=result.ok,
+                status_code=result.status_code,
+                latency_ms=result.latency_ms,
+                error=result.error,
+                created_at=at,
+            )
+        )
+        before = sp.health_status
+        state, transition = advance(
+            HealthState(before, sp.consecutive_failures, sp.consecutive_successes),
+            result.ok,
+            failure_threshold=failure_threshold,
+            recovery_threshold=recovery_threshold,
+        )
+        sp.health_status = state.status
+        sp.consecutive_failures = state.failures
+        sp.consecutive_successes = state.successes
+        sp.last_probe_at = at
+        sp.last_latency_ms = result.latency_ms
+        summary.healthy += result.ok
+        if state.status != before:
+            changed.append(sp)
+        else:
+            steady[result.ok].append(sp.pk)
+        if transition:
+            transitions.append((sp, transition, result))
+    latency = Subquery(
+        Probe.objects.filter(stage_placement=OuterRef("pk"), created_at=at).values("latency_ms")[:1]
+    )
+    with transaction.atomic():
+        Probe.objects.bulk_create(probes, batch_size=1000)
+        for ids in _chunks(steady[True]):
+            StagePlacement.objects.filter(pk__in=ids).update(
+                consecutive_successes=F("consecutive_successes") + 1,
+                consecutive_failures=0,
+                last_probe_at=at,
+                last_latency_ms=latency,
+            )
+        for ids in _chunks(steady[False]):
+            StagePlacement.objects.filter(pk__in=ids).update(
+                consecutive_failures=F("consecutive_failures") + 1,
+                consecutive_successes=0,
+                last_probe_at=at,
+                last_latency_ms=latency,
+            )
+        # Changes come in groups too (every new placement turns up at once): one update per state.
+        by_state: dict[tuple[str, int, int], list[int]] = {}
+        for sp in changed:
+            key = (sp.health_status, sp.consecutive_failures, sp.consecutive_successes)
+            by_state.setdefault(key, []).append(sp.pk)
+        for (status, failures, successes), pks in by_state.items():
+            for ids in _chunks(pks):
+                StagePlacement.objects.filter(pk__in=ids).update(
+                    health_status=status,
+                    consecutive_failures=failures,
+                    consecutive_successes=successes,
+                    last_probe_at=at,
+                    last_latency_ms=latency,
+                )
+        for sp, transition, result in transitions:
+            if transition == "down":
+                open_incident(stage_placement=sp, reason=result.error, at=at)
+                summary.went_down.append(sp.pk)
+            else:
+                close_incident(stage_placement=sp, at=at)
+                summary.came_up.append(sp.pk)
+    return summary
+
+
+# --- Incidents ------------------------------------------------------------------------------
+
+
+def open_incident(
+    *, stage_placement: StagePlacement, reason: str, at: datetime | None = None
+) -> Incident | None:
+    """Open an incident for a placement that went down and notify its app's channels. Returns
+    the new incident, or None when one is already open (nobody is told twice)."""
+    from controlplane import notify
+
+    try:
+        with transaction.atomic():
+            incident = Incident.objects.create(
+                stage_placement=stage_placement, reason=reason[:500], opened_at=at or timezone.now()
+            )
+    except IntegrityError:
+        return None
+    log.warning("incident %s opened: %s is down (%s)", incident.pk, stage_placement, reason)
+    notify.notify_incident(incident=incident, event="health_down")
+    return incident
+
+
+def close_incident(*, stage_placement: StagePlacement, at: datetime | None = None) -> Incident | None:
+    """Close the placement's open incident and notify. Returns it, or None when none was open."""
+    from controlplane import notify
+
+    at = at or timezone.now()
+    incident = Incident.objects.filter(stage_placement=stage_placement, closed_at__isnull=True).first()
+    if incident is None:
+        return None
+    if not Incident.objects.filter(pk=incident.pk, closed_at__isnull=True).update(closed_at=at):
+        return None
+    incident.closed_at = at
+    log.info(
+        "incident %s closed after %.0fs: %s recovered", incident.pk, incident.duration_s, stage_placement
+    )
+    notify.notify_incident(incident=incident, event="health_up")
+    return incident
+
+
+def send_incident_reminders(*, now: datetime | None = None) -> int:
+    """Remind channels of incidents still open ``HEALTH_REMINDER_MINUTES`` after the last alert
+    (0: never). Returns how many reminders were sent."""
+    from controlplane import notify
+
+    minutes = settings.HEALTH_REMINDER_MINUTES
+    if minutes <= 0:
+        return 0
+    now = now or timezone.now()
+    due = (
+        Incident.objects.filter(closed_at__isnull=True)
+        .annotate(last_alert=Coalesce("last_reminder_at", "opened_at"))
+        .filter(last_alert__lte=now - timedelta(minutes=minutes))
+        .select_related("stage_placement__stage__app__team", "stage_placement__placement__region")
+    )
+    sent = 0
+    for incident in due:
+        # The conditional update is the claim: a second scheduler finds the new value and skips.
+        claimed = Incident.objects.filter(
+            pk=incident.pk, closed_at__isnull=True, last_reminder_at=incident.last_reminder_at
+        ).update(last_reminder_at=now)
+        if claimed:
+            notify.notify_incident(incident=incident, event="health_down", reminder=True)
+            sent += 1
+    return sent
+
+
+def prune_probes(
+    *, older_than_days: int | None = None, now: datetime | None = None, batch: int = 5000
+) -> int:
+    """Delete probe results older than ``HEALTH_PROBE_RETENTION_DAYS``, in batches so a large
+    table is never locked for long. Returns how many were deleted."""
+    days = settings.HEALTH_PROBE_RETENTION_DAYS if older_than_days is None else older_than_days
+    cutoff = (now or timezone.now()) - timedelta(days=days)
+    deleted = 0
+    while True:
+        ids = list(Probe.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch])
+        if not ids:
+            return deleted
+        deleted += Probe.objects.filter(pk__in=ids).delete()[0]
+
+
+def close_incidents_of_retired_placements(*, now: datetime | None = None) -> int:
+    """Close open incidents of placements that no longer serve (their stage left the region):
+    nothing will probe them again. Returns how many were closed; nobody is notified."""
+    return Incident.objects.filter(closed_at__isnull=True, stage_placement__version="").update(
+        closed_at=now or timezone.now()
+    )
+
+
+def read_route53_statuses() -> int:
+    """Read the Route 53 health check status (``Healthy``/``Unhealthy``/``Unknown``) of every live
+    placement that has a check, and store it beside the probes' own view. Returns how many
+    placements were read. Route 53 allows few requests per second, so this runs on its own
+    slower schedule (``HEALTH_ROUTE53_INTERVAL``)."""
+    from .aws import route53
+    from .aws.session import AwsError
+
+    read = 0
+    placements = live_placements().exclude(health_check_id="").select_related("placement__region")
+    for sp in placements:
+        try:
+            status = route53.health_check_status(sp.health_check_id, role_arn=sp.placement.region.role_arn)
+        except AwsError as exc:
+            status = f"Error: {exc.code}"
+        status = status[:32]
+        read += 1
+        if status != sp.route53_status:
+            StagePlacement.objects.filter(pk=sp.pk).update(route53_status=status)
+    return read

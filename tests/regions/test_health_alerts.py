@@ -1,0 +1,216 @@
+"""Endpoints flip between healthy and failing; the probe rounds open and close incidents and the
+team hears about it exactly once per transition, on real local receivers."""
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from controlplane.choices import NotificationStatus, Role
+from controlplane.models import Notification
+from regions import health
+from regions.choices import HealthStatus
+from regions.models import Incident, StagePlacement
+from tests.support.alerting import deliver_pending, live_placement, make_app, make_channel
+from tests.support.processes import wait_for
+
+
+def probe_rounds(count: int) -> None:
+    for _ in range(count):
+        health.run_probe_round(min_age=0)
+
+
+@pytest.fixture
+def two_regions(team, http_server, settings):
+    settings.HEALTH_FAILURE_THRESHOLD = 2
+    settings.HEALTH_RECOVERY_THRESHOLD = 2
+    us, eu = http_server(), http_server()
+    us.healthy()
+    eu.healthy()
+    app = make_app(team)
+    live_placement(app=app, region="us-east-1", endpoint_url=us.url + "/production")
+    live_placement(app=app, region="eu-west-1", endpoint_url=eu.url + "/production")
+    return app, us, eu
+
+
+def test_region_going_down_opens_one_incident_and_alerts_once_then_recovers(team, two_regions, slack):
+    app, us, eu = two_regions
+    make_channel(team, "slack", slack.url + "/services/T0/B0/XXXX", name="ops")
+    make_channel(team, "email", "oncall@example.com", events=["health_down", "health_up"])
+
+    probe_rounds(2)
+    assert set(StagePlacement.objects.values_list("health_status", flat=True)) == {HealthStatus.UP}
+    assert Notification.objects.count() == 0  # coming up from unknown is not news
+
+    eu.failing()
+    probe_rounds(1)
+    assert Incident.objects.count() == 0  # one failure is under the threshold
+    probe_rounds(1)
+    incident = Incident.objects.get()
+    assert incident.closed_at is None
+    assert incident.stage_placement.placement.region.code == "eu-west-1"
+    assert incident.reason == "HTTP 503 (expected 200)"
+    deliver_pending()
+
+    (down,) = slack.received("POST")
+    body = down.json()
+    assert body["blocks"][0]["text"]["text"] == "DOWN: api production in eu-west-1"
+    fields = " ".join(f["text"] for f in body["blocks"][2]["fields"])
+    assert "*App*\napi" in fields and "*Stage*\nproduction" in fields and "*Region*\neu-west-1" in fields
+    assert body["blocks"][3]["elements"][0]["url"].endswith("/apps/api/health/")
+    assert len(mail.outbox) == 1
+    assert mail.outbox[0].to == ["oncall@example.com"]
+    assert mail.outbox[0].subject == "[controlplane] DOWN: api production in eu-west-1"
+    assert "HTTP 503" in mail.outbox[0].body
+    assert "text/html" in [mime for _, mime in mail.outbox[0].alternatives]
+
+    probe_rounds(3)  # still down: no new incident, no new alert
+    deliver_pending()
+    assert Incident.objects.count() == 1
+    assert len(slack.received("POST")) == 1 and len(mail.outbox) == 1
+
+    eu.healthy()
+    probe_rounds(1)
+    assert Incident.objects.get().closed_at is None  # one success is under the recovery threshold
+    probe_rounds(1)
+    deliver_pending()
+    incident.refresh_from_db()
+    assert incident.closed_at is not None and incident.duration_s > 0
+    assert len(slack.received("POST")) == 2
+    assert (
+        slack.received("POST")[1].json()["blocks"][0]["text"]["text"]
+        == "api production recovered in eu-west-1"
+    )
+    assert len(mail.outbox) == 2 and "recovered" in mail.outbox[1].subject
+    assert Notification.objects.filter(status=NotificationStatus.SENT).count() == 4
+    assert len(us.received("GET")) == 9  # the healthy region was probed every round, never alerted
+
+
+def test_flapping_region_sends_no_alerts(team, two_regions, slack):
+    app, us, eu = two_regions
+    make_channel(team, "slack", slack.url + "/hook")
+    probe_rounds(2)
+    for _ in range(5):
+        eu.failing()
+        probe_rounds(1)
+        eu.healthy()
+        probe_rounds(1)
+    deliver_pending()
+    assert Incident.objects.count() == 0
+    assert slack.received() == []
+
+
+def test_channel_for_another_app_or_event_hears_nothing(team, two_regions, slack, http_server):
+    app, us, eu = two_regions
+    other_app = make_app(team, slug="billing")
+    deploys_only = http_server()
+    make_channel(team, "slack", slack.url + "/hook", apps=["billing"])
+    make_channel(team, "webhook", deploys_only.url + "/hook", events=["deploy_failed"])
+    probe_rounds(2)
+    eu.failing()
+    probe_rounds(2)
+    deliver_pending()
+    assert Incident.objects.count() == 1
+    assert slack.received() == [] and deploys_only.received() == []
+    assert other_app.slug == "billing"
+
+
+def test_health_api_shows_regions_open_incident_and_history(team, two_regions, api_for, other_team):
+    app, us, eu = two_regions
+    viewer = api_for(team, role=Role.VIEWER)
+    probe_rounds(2)
+    eu.failing()
+    probe_rounds(2)
+
+    answer = viewer.get("/api/v1/apps/api/health/")
+    assert answer.status_code == 200, answer.json()
+    body = answer.json()
+    assert body["status"] == "down"
+    by_region = {r["region"]: r for r in body["regions"]}
+    assert by_region["us-east-1"]["status"] == "up" and by_region["us-east-1"]["open_incident"] is None
+    assert by_region["us-east-1"]["latency_ms"] > 0 and by_region["us-east-1"]["last_probe_at"]
+    eu_row = by_region["eu-west-1"]
+    assert eu_row["status"] == "down" and eu_row["consecutive_failures"] == 2
+    assert eu_row["open_incident"]["open"] is True
+    assert eu_row["open_incident"]["reason"] == "HTTP 503 (expected 200)"
+
+    eu.healthy()
+    probe_rounds(2)
+    body = viewer.get("/api/v1/apps/api/health/?stage=production").json()
+    assert body["status"] == "up"
+    (incident,) = body["incidents"]
+    assert incident["region"] == "eu-west-1" and incident["open"] is False and incident["duration_s"] >= 0
+
+    assert api_for(other_team, role=Role.ADMIN).get("/api/v1/apps/api/health/").status_code == 404
+
+
+def test_reminder_while_a_region_stays_down(team, two_regions, slack, settings):
+    app, us, eu = two_regions
+    settings.HEALTH_REMINDER_MINUTES = 30
+    make_channel(team, "slack", slack.url + "/hook")
+    eu.failing()
+    probe_rounds(2)
+    deliver_pending()
+    assert len(slack.received("POST")) == 1
+    assert health.send_incident_reminders() == 0  # not yet due
+
+    later = timezone.now() + timedelta(minutes=31)
+    assert health.send_incident_reminders(now=later) == 1
+    assert health.send_incident_reminders(now=later) == 0  # one reminder per period
+    deliver_pending()
+    reminder = slack.received("POST")[1].json()
+    assert reminder["blocks"][0]["text"]["text"] == "Still down: api production in eu-west-1"
+
+
+def test_route53_health_check_status_is_read(team, aws, http_server):
+    from regions.aws import route53
+
+    app = make_app(team)
+    sp = live_placement(app=app, region="us-east-1", endpoint_url=http_server().url)
+    sp.health_check_id = route53.ensure_health_check(
+        caller_reference="acme-api-production-us-east-1",
+        fqdn="abc.execute-api.us-east-1.amazonaws.com",
+        path="/production/health",
+        region="us-east-1",
+    )
+    sp.save()
+    assert health.read_route53_statuses() == 1
+    sp.refresh_from_db()
+    assert sp.route53_status == "Healthy"  # as the emulator's checkers report it
+
+    route53.delete_health_check(sp.health_check_id)
+    health.read_route53_statuses()
+    sp.refresh_from_db()
+    assert sp.route53_status == "Error: NoSuchHealthCheck"
+
+
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True)
+def test_real_worker_probes_opens_incident_and_delivers_to_slack(
+    team, slack, worker_process, region_endpoints
+):
+    from workers.tasks import probe_all
+
+    app = make_app(team)
+    # The worker can reach the region only through ENDPOINT_OVERRIDES in its environment.
+    sp = live_placement(
+        app=app, region="ap-southeast-2", endpoint_url="https://unreachable.invalid/production"
+    )
+    make_channel(team, "slack", slack.url + "/services/T/B/worker")
+    region_endpoints.failing.add("ap-southeast-2")
+    try:
+        first = probe_all.delay().get(timeout=30)
+        assert first["probed"] == 1 and first["healthy"] == 0 and first["went_down"] == []
+        assert Incident.objects.count() == 0  # one failure is under the threshold
+        StagePlacement.objects.filter(pk=sp.pk).update(last_probe_at=None)  # due again now
+        second = probe_all.delay().get(timeout=30)
+        assert second["went_down"] == [sp.pk]
+
+        (message,) = slack.wait_for_requests(1, timeout=30)
+        assert message.json()["blocks"][0]["text"]["text"] == "DOWN: api production in ap-southeast-2"
+        assert Incident.objects.get().reason == "HTTP 503 (expected 200)"
+        assert region_endpoints.hits["ap-southeast-2"] >= 2
+        wait_for(lambda: Notification.objects.get().status == NotificationStatus.SENT, timeout=15)
+    finally:
+        region_endpoints.failing.discard("ap-southeast-2")
