@@ -21,13 +21,17 @@ V1_SHA, V2_SHA = "1" * 40, "2" * 40
 
 def alias_versions(aws, app, stage="production") -> dict[str, str]:
     return {
-        code: boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name=stage)["FunctionVersion"]
+        code: boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name=stage)[
+            "FunctionVersion"
+        ]
         for code in REGIONS
     }
 
 
 def version_env(aws, app, code, version) -> dict:
-    config = boto("lambda", code, aws).get_function_configuration(FunctionName=app.function_name, Qualifier=version)
+    config = boto("lambda", code, aws).get_function_configuration(
+        FunctionName=app.function_name, Qualifier=version
+    )
     return config["Environment"]["Variables"]
 
 
@@ -36,7 +40,9 @@ def deployed_v1_v2(app_3_regions, api_for, team, aws, worker_process):
     """v1 then v2 of production in 3 regions; v2 changed an env var."""
     app = app_3_regions
     client = api_for(team, role=Role.DEPLOYER)
-    first = wait_finished(deploy(client, app, "production", upload(client, app, make_zip()), sha=V1_SHA)["id"])
+    first = wait_finished(
+        deploy(client, app, "production", upload(client, app, make_zip()), sha=V1_SHA)["id"]
+    )
     assert first.status == DeploymentStatus.SUCCEEDED
     env = app.env_vars.get(key="GREETING", region__isnull=True)
     response = client.patch(f"/api/v1/apps/{app.slug}/env/{env.pk}/", {"value": "howdy"}, format="json")
@@ -108,7 +114,9 @@ def test_promote_staging_to_production_ships_staging_code_with_production_env(
     assert wait_finished(staged["id"]).status == DeploymentStatus.SUCCEEDED
     puts_before = aws_puts(aws)
     answer = client.post(
-        f"/api/v1/apps/{app.slug}/promote/", {"from_stage": "staging", "to_stage": "production"}, format="json"
+        f"/api/v1/apps/{app.slug}/promote/",
+        {"from_stage": "staging", "to_stage": "production"},
+        format="json",
     )
     assert answer.status_code == 202, answer.json()
     assert answer.json()["kind"] == "promote"
@@ -121,9 +129,10 @@ def test_promote_staging_to_production_ships_staging_code_with_production_env(
         prod = lam.get_alias(FunctionName=app.function_name, Name="production")["FunctionVersion"]
         stag = lam.get_alias(FunctionName=app.function_name, Name="staging")["FunctionVersion"]
         config = lam.get_function_configuration(FunctionName=app.function_name, Qualifier=prod)
-        assert config["CodeSha256"] == lam.get_function_configuration(
-            FunctionName=app.function_name, Qualifier=stag
-        )["CodeSha256"]
+        assert (
+            config["CodeSha256"]
+            == lam.get_function_configuration(FunctionName=app.function_name, Qualifier=stag)["CodeSha256"]
+        )
         assert config["Environment"]["Variables"]["STAGE_NAME"] == "production"
     assert aws_puts(aws) == puts_before  # the artifact was already in every bucket
 
