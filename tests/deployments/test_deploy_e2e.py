@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from controlplane.choices import Role
-from deployments.choices import DeploymentStatus, RegionStatus
+from deployments.choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentStatus, RegionStatus
 from deployments.env import resolve_env
-from deployments.models import RegionDeployment
+from deployments.models import Deployment, RegionDeployment
 from regions.models import StagePlacement
 from tests.support.deploys import boto, deploy, make_zip, upload, wait_finished
 from tests.support.processes import wait_for
@@ -140,8 +140,18 @@ def test_worker_killed_mid_deploy_is_finished_by_a_restarted_worker_without_a_du
 
     aws_proxy.delay_s = 0
     worker_process.start()
-    settings.REGION_HEARTBEAT_TIMEOUT = 2
-    wait_for(lambda: reap()["resumed"] > 0, timeout=30, interval=0.5, message="the reaper to resume it")
+    # The worker's heartbeat timeout (the worker_process fixture); beat would run the reaper every
+    # minute, the test runs it every half second until the restarted worker has finished.
+    settings.REGION_HEARTBEAT_TIMEOUT = 3
+    resumed = 0
+
+    def reaped_and_finished():
+        nonlocal resumed
+        resumed += reap()["resumed"]
+        return Deployment.objects.filter(pk=pk).exclude(status__in=ACTIVE_DEPLOYMENT_STATUSES).exists()
+
+    wait_for(reaped_and_finished, timeout=60, interval=0.5, message="the restarted worker to finish it")
+    assert resumed > 0
     deployment = wait_finished(pk)
     assert deployment.status == DeploymentStatus.SUCCEEDED
     assert deployment.events.filter(message__contains="resuming").exists()
