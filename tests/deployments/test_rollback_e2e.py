@@ -3,20 +3,34 @@ checked with boto3."""
 
 from __future__ import annotations
 
-import pytest
+import base64
 
-from controlplane.access import SystemPrincipal
+import pytest
+from django.test import Client
+
 from controlplane.choices import Role
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
-from deployments.services.deploy import create_deployment
 from tests.support.deploys import boto, deploy, make_zip, upload, wait_finished
+from tests.support.gitrepo import GitRepo, body_of, github_headers, github_push
 
 from .conftest import REGIONS
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
 
 V1_SHA, V2_SHA = "1" * 40, "2" * 40
+HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': '%s'}\n"
+
+
+def git_push(app, repo, sha: str, before: str = "0" * 40) -> dict:
+    """A signed GitHub push delivery of ``sha`` on main; the hook's JSON answer."""
+    body = body_of(github_push(repo, after=sha, before=before))
+    response = Client().post(
+        "/api/v1/hooks/github/", data=body, content_type="application/json",
+        headers=github_headers(app.webhook_secret, body),
+    )  # fmt: skip
+    assert response.status_code in (200, 202), response.json()
+    return response.json()
 
 
 def alias_versions(aws, app, stage="production") -> dict[str, str]:
@@ -147,30 +161,46 @@ def aws_puts(aws) -> int:
     return total
 
 
-def test_push_to_a_pinned_stage_starts_nothing_until_unpinned(deployed_v1_v2, aws):
+def test_push_to_a_pinned_stage_starts_nothing_until_unpinned(deployed_v1_v2, aws, tmp_path):
     app, client, first, second = deployed_v1_v2
+    repo = GitRepo(tmp_path / "git")
+    app.repo_url = repo.url
+    app.save()
+    app.stages.filter(name="production").update(branch="main")
     rolled = client.post(f"/api/v1/apps/{app.slug}/rollback/", {"stage": "production"}, format="json").json()
-    wait_finished(rolled["id"])
-    stage = app.stages.get(name="production")
-    push = SystemPrincipal(name="webhook:github", team_id=app.team_id)
-    artifact = second.release.artifact
-    recorded = create_deployment(app=app, stage=stage, principal=push, artifact=artifact,
-                                 commit={"sha": "3" * 40}, trigger="webhook:github")  # fmt: skip
-    assert recorded.status == DeploymentStatus.CANCELLED
+    assert wait_finished(rolled["id"]).status == DeploymentStatus.SUCCEEDED
+
+    pushed = repo.commit({"app.py": HANDLER % "v3"}, "Third")
+    answer = git_push(app, repo, pushed)
+    assert answer["code"] == "pinned", answer
+    recorded = Deployment.objects.get(pk=answer["deployments"][0]["deployment"])
+    assert recorded.status == DeploymentStatus.CANCELLED and recorded.commit_sha == pushed
     assert "pinned" in recorded.events.get(step="queue").message
     assert alias_versions(aws, app) == dict.fromkeys(REGIONS, "1")
 
-    manual = client.post(f"/api/v1/apps/{app.slug}/deployments/",
-                         {"stage": "production", "artifact": artifact.pk}, format="json")  # fmt: skip
+    manual = client.post(
+        f"/api/v1/apps/{app.slug}/deployments/",
+        {"stage": "production", "artifact": second.release.artifact_id},
+        format="json",
+    )
     assert manual.status_code == 409 and manual.json()["code"] == "stage_pinned"
 
     unpin = client.patch(f"/api/v1/apps/{app.slug}/stages/production/", {"pinned": False}, format="json")
     assert unpin.status_code == 200, unpin.json()
-    stage.refresh_from_db()
-    resumed = create_deployment(app=app, stage=stage, principal=push, artifact=artifact,
-                                commit={"sha": "3" * 40}, trigger="webhook:github")  # fmt: skip
-    assert wait_finished(resumed.pk).status == DeploymentStatus.SUCCEEDED
-    assert set(alias_versions(aws, app).values()) == {"3"}
+    assert unpin.json()["pinned"] is False
+    again = repo.commit({"app.py": HANDLER % "v4"}, "Fourth")
+    answer = git_push(app, repo, again, before=pushed)
+    assert answer["code"] == "accepted", answer
+    deployed = wait_finished(answer["deployments"][0]["deployment"], timeout=120)
+    assert deployed.status == DeploymentStatus.SUCCEEDED, deployed.error
+    assert deployed.commit_sha == again
+    assert alias_versions(aws, app) == dict.fromkeys(REGIONS, "3")
+    code_sha = deployed.release.artifact.sha256
+    for code in REGIONS:
+        config = boto("lambda", code, aws).get_function_configuration(
+            FunctionName=app.function_name, Qualifier="3"
+        )
+        assert base64.b64decode(config["CodeSha256"]).hex() == code_sha
 
 
 def test_release_history_and_diff_show_commits_and_env_keys_without_values(deployed_v1_v2):

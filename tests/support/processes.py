@@ -40,8 +40,12 @@ class MotoServer:
 class WorkerProcess:
     """``celery worker`` in a subprocess, reading the test run's queue and test database."""
 
-    def __init__(self, *, env: dict[str, str] | None = None, concurrency: int = 8, name: str = "w1"):
+    def __init__(
+        self, *, env: dict[str, str] | None = None, concurrency: int = 8, name: str = "w1", queue: str = ""
+    ):
         self.extra_env = env or {}
+        # Its own queue keeps another worker of the session from answering in its place.
+        self.queue = queue or settings.CELERY_TASK_DEFAULT_QUEUE
         self.concurrency = concurrency
         self.name = name
         self.proc: subprocess.Popen | None = None
@@ -60,7 +64,7 @@ class WorkerProcess:
             [
                 sys.executable, "-m", "celery", "-A", "controlplane", "worker",
                 "--loglevel", "INFO", "--pool", "threads", "--concurrency", str(self.concurrency),
-                "--queues", settings.CELERY_TASK_DEFAULT_QUEUE, "--hostname", f"{self.name}@%h",
+                "--queues", self.queue, "--hostname", f"{self.name}@%h",
                 "--without-gossip", "--without-mingle", "--without-heartbeat",
             ],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -73,7 +77,7 @@ class WorkerProcess:
         """Send ``workers.ping`` through the broker and wait for this worker's answer."""
         from workers.tasks import ping
 
-        result = ping.delay()
+        result = ping.apply_async(queue=self.queue)
         try:
             return result.get(timeout=timeout)
         except Exception as exc:

@@ -7,7 +7,8 @@ from tests.support.processes import WorkerProcess
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_receives_ping_through_configured_broker():
-    worker = WorkerProcess(name="ping").start(wait=False)
+    queue = f"{settings.CELERY_TASK_DEFAULT_QUEUE}-ping"
+    worker = WorkerProcess(name="ping", queue=queue).start(wait=False)
     try:
         answer = worker.wait_ready(timeout=60)
         assert answer["pong"] is True
