@@ -7,7 +7,8 @@ import re
 
 from controlplane.errors import DomainError
 
-KEY_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]*$")
+# Lambda's own pattern for a variable name: a letter, then one or more letters, digits, underscores.
+KEY_RE = re.compile(r"^[a-zA-Z][a-zA-Z0-9_]+$")
 # Lambda sets these itself and refuses them in a function's configuration.
 RESERVED_KEYS = frozenset(
     {
@@ -20,13 +21,13 @@ RESERVED_KEYS = frozenset(
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
         "AWS_SESSION_TOKEN",
-        "AWS_XRAY_CONTEXT_MISSING",
-        "AWS_XRAY_DAEMON_ADDRESS",
         "LAMBDA_TASK_ROOT",
         "LAMBDA_RUNTIME_DIR",
     }
 )
 RESERVED_PREFIXES = ("AWS_LAMBDA_",)
+# Under the reserved prefix, but meant to be set by the function's owner.
+SETTABLE_KEYS = frozenset({"AWS_LAMBDA_EXEC_WRAPPER"})
 ENV_SIZE_LIMIT = 4096  # bytes, Lambda's limit for all of a function's variables together
 
 
@@ -42,12 +43,12 @@ class EnvTooLarge(DomainError):
 
 def env_key_problem(key: str) -> str | None:
     """None when ``key`` is a valid Lambda env var name, otherwise the reason."""
-    if key in RESERVED_KEYS or key.startswith(RESERVED_PREFIXES):
+    if key not in SETTABLE_KEYS and (key in RESERVED_KEYS or key.startswith(RESERVED_PREFIXES)):
         return f"'{key}' is reserved by AWS Lambda and cannot be set."
     if not key or not KEY_RE.match(key):
         return (
-            f"'{key}' is not a valid env var name: it must start with a letter and contain only "
-            "letters, digits and underscores."
+            f"'{key}' is not a valid env var name: it must start with a letter, be at least 2 "
+            "characters long and contain only letters, digits and underscores."
         )
     if len(key) > 128:
         return "Env var names are at most 128 characters."

@@ -31,7 +31,7 @@ ENDPOINTS = [
     ("patch", "/api/v1/apps/shop/stages/production/", {"branch": "x"}),
     ("delete", "/api/v1/apps/shop/stages/production/", None),
     ("get", "/api/v1/apps/shop/env/", None),
-    ("post", "/api/v1/apps/shop/env/", {"key": "X", "value": "1"}),
+    ("post", "/api/v1/apps/shop/env/", {"key": "XX", "value": "1"}),
     ("get", "/api/v1/apps/shop/env/{env}/", None),
     ("patch", "/api/v1/apps/shop/env/{env}/", {"value": "2"}),
     ("delete", "/api/v1/apps/shop/env/{env}/", None),

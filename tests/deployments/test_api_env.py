@@ -231,29 +231,29 @@ def test_env_patch_refuses_unknown_fields(api_for, team, app):
 
 def test_env_list_filters_by_stage_and_region(api_for, team, app):
     prod = app.stages.get(name="production")
-    EnvVarFactory(app=app, key="A", value="1")
-    EnvVarFactory(app=app, key="B", value="2", stage=prod)
+    EnvVarFactory(app=app, key="AA", value="1")
+    EnvVarFactory(app=app, key="BB", value="2", stage=prod)
     api = api_for(team, role=Role.VIEWER)
 
     app_wide = api.get(env_url(), {"stage": ""}).json()["results"]
     prod_only = api.get(env_url(), {"stage": "production"}).json()["results"]
 
-    assert [r["key"] for r in app_wide] == ["A"]
-    assert [r["key"] for r in prod_only] == ["B"]
+    assert [r["key"] for r in app_wide] == ["AA"]
+    assert [r["key"] for r in prod_only] == ["BB"]
 
 
 def test_stage_limited_token_cannot_edit_other_stages_env(api_for, team, app):
     staging, prod = app.stages.get(name="staging"), app.stages.get(name="production")
-    prod_var = EnvVarFactory(app=app, key="P", value="prod", stage=prod)
+    prod_var = EnvVarFactory(app=app, key="PP", value="prod", stage=prod)
     all_var = EnvVarFactory(app=app, key="ALL", value="all")
-    staging_var = EnvVarFactory(app=app, key="S", value="staging", stage=staging)
+    staging_var = EnvVarFactory(app=app, key="SS", value="staging", stage=staging)
     api = api_for(team, role=Role.DEPLOYER, stages=["staging"])
 
     assert (
-        api.post(env_url(), {"key": "X", "value": "1", "stage": "production"}, format="json").status_code
+        api.post(env_url(), {"key": "XX", "value": "1", "stage": "production"}, format="json").status_code
         == 403
     )
-    assert api.post(env_url(), {"key": "X", "value": "1"}, format="json").status_code == 403
+    assert api.post(env_url(), {"key": "XX", "value": "1"}, format="json").status_code == 403
     assert api.patch(env_url(pk=prod_var.pk), {"value": "evil"}, format="json").status_code == 403
     assert api.delete(env_url(pk=prod_var.pk)).status_code == 403
     assert api.patch(env_url(pk=all_var.pk), {"value": "evil"}, format="json").status_code == 403
@@ -261,14 +261,14 @@ def test_stage_limited_token_cannot_edit_other_stages_env(api_for, team, app):
     assert api.patch(env_url(pk=staging_var.pk), {"stage": "production"}, format="json").status_code == 403
     assert api.patch(env_url(pk=staging_var.pk), {"value": "ok"}, format="json").status_code == 200
     assert (
-        api.post(env_url(), {"key": "X", "value": "1", "stage": "staging"}, format="json").status_code == 201
+        api.post(env_url(), {"key": "XX", "value": "1", "stage": "staging"}, format="json").status_code == 201
     )
     assert api.get(env_url()).status_code == 200
     assert sorted(EnvVar.objects.values_list("key", "value")) == [
         ("ALL", "all"),
-        ("P", "prod"),
-        ("S", "ok"),
-        ("X", "1"),
+        ("PP", "prod"),
+        ("SS", "ok"),
+        ("XX", "1"),
     ]
 
 
@@ -307,4 +307,4 @@ def test_app_scoped_token_cannot_see_another_apps_env(api_for, team, app):
 
     assert api.get(env_url("billing")).status_code == 404
     assert api.get(env_url("billing", var.pk)).status_code == 404
-    assert api.post(env_url("billing"), {"key": "X", "value": "1"}, format="json").status_code == 404
+    assert api.post(env_url("billing"), {"key": "XX", "value": "1"}, format="json").status_code == 404

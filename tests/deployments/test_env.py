@@ -4,7 +4,7 @@ from deployments.env import EnvTooLarge, effective_env, env_key_problem, resolve
 from tests.factories import AppFactory, EnvVarFactory, RegionFactory, StageFactory
 
 
-@pytest.mark.parametrize("key", ["1ABC", "A-B", "", "A B", "É"])
+@pytest.mark.parametrize("key", ["1ABC", "A-B", "", "A B", "É", "Q"])
 def test_invalid_env_keys_are_refused(key):
     assert "not a valid env var name" in env_key_problem(key)
 
@@ -12,6 +12,11 @@ def test_invalid_env_keys_are_refused(key):
 @pytest.mark.parametrize("key", ["AWS_REGION", "AWS_LAMBDA_FUNCTION_NAME", "_HANDLER", "AWS_LAMBDA_X"])
 def test_reserved_env_keys_are_refused(key):
     assert "reserved" in env_key_problem(key)
+
+
+@pytest.mark.parametrize("key", ["AWS_LAMBDA_EXEC_WRAPPER", "AWS_XRAY_CONTEXT_MISSING", "QA", "NODE_OPTIONS"])
+def test_keys_lambda_lets_owners_set_are_accepted(key):
+    assert env_key_problem(key) is None
 
 
 def test_most_specific_env_var_wins(db):
