@@ -20,7 +20,7 @@ def bare_boto3_deploy(endpoint: str, region: str, name: str) -> None:
         region_name=region, endpoint_url=endpoint, aws_access_key_id="bench", aws_secret_access_key="bench"
     )
     s3, lam, apigw, iam, sts = (boto3.client(s, **kw) for s in ("s3", "lambda", "apigateway", "iam", "sts"))
-    bucket = f"bare-{region}"
+    bucket = f"{name}-{region}"
     location = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     s3.create_bucket(Bucket=bucket, **location)
     s3.put_object(Bucket=bucket, Key=f"{name}.zip", Body=handler_zip())

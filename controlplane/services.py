@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,14 @@ from .models import ApiToken, Membership, Team
 TOKEN_PREFIX_LENGTH = 8  # "cp_" and 5 random characters: enough to tell tokens apart in a list
 
 
+TEAM_SLUG_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class InvalidTeamSlug(DomainError):
+    code = "invalid_team_slug"
+    status_code = 400
+
+
 class InvalidTokenScope(DomainError):
     code = "invalid_token_scope"
     status_code = 400
@@ -30,6 +39,11 @@ class InvalidTokenScope(DomainError):
 
 def ensure_team(*, slug: str, name: str = "", principal: Principal | None = None) -> tuple[Team, bool]:
     """The team with ``slug``, created when missing. Returns ``(team, created)``."""
+    if not TEAM_SLUG_RE.match(slug or ""):
+        raise InvalidTeamSlug(
+            f"'{slug}' is not a valid team slug: lowercase letters, digits and hyphens, starting with a "
+            "letter or digit, at most 63 characters."
+        )
     with transaction.atomic():
         team, created = Team.objects.get_or_create(slug=slug, defaults={"name": name or slug.title()})
         if created:

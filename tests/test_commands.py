@@ -224,3 +224,18 @@ def test_reencrypt_secrets_with_many_rows_in_small_batches(db):
     assert "deployments.EnvVar.value: 7 re-encrypted" in output
     with override_settings(ENCRYPTION_KEYS=[NEW_KEY]):
         assert sorted(EnvVar.objects.values_list("value", flat=True)) == [f"v{n}" for n in range(7)]
+
+
+@pytest.mark.parametrize("slug", ["Bad Slug!", "-lead", "x" * 64, ""])
+def test_create_api_token_refuses_a_bad_team_slug_and_creates_nothing(db, slug):
+    with pytest.raises(CommandError, match="not a valid team slug"):
+        call_command("create_api_token", f"--team={slug}")
+    assert not Team.objects.exists()
+
+
+def test_check_reports_a_malformed_encryption_key(settings):
+    from django.core.management.base import SystemCheckError
+
+    settings.ENCRYPTION_KEYS = [settings.ENCRYPTION_KEYS[0], "notakey"]
+    with pytest.raises(SystemCheckError, match="key 2 of 2 is not a Fernet key"):
+        call_command("check")

@@ -39,7 +39,10 @@ class Command(BaseCommand):
             raise CommandError("--admin-user needs --team.")
         if not team_slug:
             return
-        team, team_created = services.ensure_team(slug=team_slug, name=options["team_name"])
+        try:
+            team, team_created = services.ensure_team(slug=team_slug, name=options["team_name"])
+        except services.InvalidTeamSlug as exc:
+            raise CommandError(exc.detail) from exc
         self.stdout.write(f"Team {team.slug}: {'created' if team_created else 'already present'}.")
         if not username:
             return

@@ -26,7 +26,10 @@ class Command(BaseCommand):
         parser.add_argument("--expires-days", type=int, help="Expire after this many days (default: never).")
 
     def handle(self, *args, **options):
-        team, created = services.ensure_team(slug=options["team"])
+        try:
+            team, created = services.ensure_team(slug=options["team"])
+        except services.InvalidTeamSlug as exc:
+            raise CommandError(exc.detail) from exc
         if created:
             self.stdout.write(f"Team {team.slug} created.")
         app = None
