@@ -276,35 +276,51 @@ def live_placements():
     return StagePlacement.objects.exclude(version="")
 
 
+def probe_timeout() -> float:
+    """Seconds one probe of a round may take: ``HEALTH_PROBE_TIMEOUT``, but never more than
+    80% of ``HEALTH_PROBE_INTERVAL``, so one hung endpoint cannot stretch a round past the next."""
+    return min(settings.HEALTH_PROBE_TIMEOUT, settings.HEALTH_PROBE_INTERVAL * 0.8)
+
+
+def probe_lease() -> float:
+    """Seconds a round's claim on a placement lasts (``HEALTH_PROBE_LEASE``, default 60): while
+    it holds, no other round probes the placement; a round that died leaves placements to the
+    rounds after it once the lease is over."""
+    return float(getattr(settings, "HEALTH_PROBE_LEASE", 60.0))
+
+
 def run_probe_round(*, min_age: float | None = None, now: datetime | None = None) -> RoundSummary:
     """Probe every live stage placement not probed in the last ``min_age`` seconds (default half
     the probe interval), record the results, move health states, open and close incidents and
     notify channels. Returns a summary.
 
-    Placements are claimed with one conditional update stamping ``last_probe_at`` with this
-    round's time, so overlapping rounds (a slow round, two beat schedulers) never probe one
-    placement twice."""
+    Placements are claimed with one conditional update that sets ``last_probe_at`` to the claim's
+    expiry (this round's start plus :func:`probe_lease`), a time in the future, so no other round
+    takes them while they are in flight, however long this round lasts. Recording the results
+    sets ``last_probe_at`` back to the round's start: the schedule is anchored on when rounds
+    start, so a slow or hung endpoint never delays the next probe of any placement."""
     started = time.perf_counter()
-    claim_at = now or timezone.now()
+    round_at = now or timezone.now()
     if min_age is None:
         min_age = settings.HEALTH_PROBE_INTERVAL / 2
-    cutoff = claim_at - timedelta(seconds=min_age)
+    cutoff = round_at - timedelta(seconds=min_age)
+    claim = round_at + timedelta(seconds=probe_lease())
     live_placements().filter(Q(last_probe_at__isnull=True) | Q(last_probe_at__lte=cutoff)).update(
-        last_probe_at=claim_at
+        last_probe_at=claim
     )
-    claimed = list(live_placements().filter(last_probe_at=claim_at).only(*PROBE_FIELDS))
+    claimed = list(live_placements().filter(last_probe_at=claim).only(*PROBE_FIELDS))
     # Thousands of placements share a few hundred stages and regions: load each once and attach
     # it (a select_related would build a stage, app, team, placement and region per row).
     stages = {
         s.pk: s
-        for s in Stage.objects.filter(placements__last_probe_at=claim_at)
+        for s in Stage.objects.filter(placements__last_probe_at=claim)
         .distinct()
         .select_related("app__team")
         .only(*STAGE_FIELDS)
     }
     regions = {
         p.pk: p
-        for p in AppRegion.objects.filter(stages__last_probe_at=claim_at)
+        for p in AppRegion.objects.filter(stages__last_probe_at=claim)
         .distinct()
         .select_related("region")
         .only("region__code")
@@ -312,11 +328,12 @@ def run_probe_round(*, min_age: float | None = None, now: datetime | None = None
     for sp in claimed:
         sp.stage = stages[sp.stage_id]
         sp.placement = regions[sp.placement_id]
-    placements, targets = [], []
+    placements, targets, unprobed = [], [], []
     for sp in claimed:
         url = health_url(sp)
         if not url:
-            continue  # nothing to probe until the deploy records an endpoint
+            unprobed.append(sp.pk)  # nothing to probe until the deploy records an endpoint
+            continue
         app = sp.stage.app
         placements.append(sp)
         targets.append(ProbeTarget(url, app.health_expected_status, app.health_expected_text))
@@ -324,12 +341,12 @@ def run_probe_round(*, min_age: float | None = None, now: datetime | None = None
     if targets:
         probe_started = time.perf_counter()
         results = run_async(
-            probe_many(
-                targets, timeout=settings.HEALTH_PROBE_TIMEOUT, concurrency=settings.HEALTH_PROBE_CONCURRENCY
-            )
+            probe_many(targets, timeout=probe_timeout(), concurrency=settings.HEALTH_PROBE_CONCURRENCY)
         )
         summary.probe_seconds = time.perf_counter() - probe_started
-        record_results(placements=placements, results=results, summary=summary)
+        record_results(placements=placements, results=results, summary=summary, claim=claim, anchor=round_at)
+    for ids in _chunks(unprobed):
+        StagePlacement.objects.filter(pk__in=ids, last_probe_at=claim).update(last_probe_at=round_at)
     summary.total_seconds = time.perf_counter() - started
     return summary
 
@@ -342,89 +359,109 @@ def _chunks(ids: list[int]):
         yield ids[i : i + UPDATE_CHUNK]
 
 
+def _still_claimed(pks: list[int], claim: datetime) -> set[int]:
+    """Which of ``pks`` still carry this round's claim, locked until the transaction ends (on
+    databases that lock rows). A placement whose lease ran out and that another round claimed
+    is that round's to record."""
+    owned: set[int] = set()
+    for ids in _chunks(pks):
+        owned.update(
+            StagePlacement.objects.select_for_update()
+            .filter(pk__in=ids, last_probe_at=claim)
+            .values_list("pk", flat=True)
+        )
+    return owned
+
+
 def record_results(
     *,
     placements: Sequence[StagePlacement],
     results: Sequence[ProbeResult],
     summary: RoundSummary | None = None,
     at: datetime | None = None,
+    claim: datetime | None = None,
+    anchor: datetime | None = None,
 ) -> RoundSummary:
     """Store one probe result per placement, advance their states, open/close incidents and
-    notify. ``placements`` must be claimed by the caller (see :func:`run_probe_round`).
+    notify. ``placements`` must be claimed by the caller (see :func:`run_probe_round`): with
+    ``claim`` (the claim's ``last_probe_at`` value) only placements still carrying it are
+    recorded, and every update is conditional on the state read with the claim, so a round
+    whose lease ran out never counts a result twice. ``last_probe_at`` becomes ``anchor`` (the
+    round's start; default ``at``, when the results are recorded).
 
-    Most placements keep their status from one round to the next, so they are written in two
+    Most placements keep their status from one round to the next, so they are written in a few
     set-based updates (still healthy, still failing: counters moved with ``F()``, latency copied
-    from the probe row just written); only placements whose status changes get a row update of
-    their own. A per-row ``bulk_update`` of thousands of rows cost seconds per round."""
+    from the probe row just written); placements whose status changes are written in one update
+    per old and new state. A per-row ``bulk_update`` of thousands of rows cost seconds per round."""
     summary = summary or RoundSummary(probed=len(results))
     at = at or timezone.now()
+    anchor = anchor or at
     failure_threshold = settings.HEALTH_FAILURE_THRESHOLD
     recovery_threshold = settings.HEALTH_RECOVERY_THRESHOLD
-    transitions: list[tuple[StagePlacement, str, ProbeResult]] = []
-    changed: list[StagePlacement] = []
-    steady = {True: [], False: []}
-    probes = []
-    for sp, result in zip(placements, results, strict=True):
-        probes.append(
-            Probe(
-                stage_placement=sp,
-                ok=result.ok,
-                status_code=result.status_code,
-                latency_ms=result.latency_ms,
-                error=result.error,
-                created_at=at,
-            )
-        )
-        before = sp.health_status
-        state, transition = advance(
-            HealthState(before, sp.consecutive_failures, sp.consecutive_successes),
-            result.ok,
-            failure_threshold=failure_threshold,
-            recovery_threshold=recovery_threshold,
-        )
-        sp.health_status = state.status
-        sp.consecutive_failures = state.failures
-        sp.consecutive_successes = state.successes
-        sp.last_probe_at = at
-        sp.last_latency_ms = result.latency_ms
-        summary.healthy += result.ok
-        if state.status != before:
-            changed.append(sp)
-        else:
-            steady[result.ok].append(sp.pk)
-        if transition:
-            transitions.append((sp, transition, result))
     latency = Subquery(
         Probe.objects.filter(stage_placement=OuterRef("pk"), created_at=at).values("latency_ms")[:1]
     )
     with transaction.atomic():
+        owned = _still_claimed([sp.pk for sp in placements], claim) if claim is not None else None
+        guard = {"last_probe_at": claim} if claim is not None else {}
+        transitions: list[tuple[StagePlacement, str, ProbeResult]] = []
+        steady: dict[tuple[bool, str], list[int]] = {}
+        changed: dict[tuple[HealthState, HealthState], list[int]] = {}
+        probes = []
+        for sp, result in zip(placements, results, strict=True):
+            if owned is not None and sp.pk not in owned:
+                continue
+            probes.append(
+                Probe(
+                    stage_placement=sp,
+                    ok=result.ok,
+                    status_code=result.status_code,
+                    latency_ms=result.latency_ms,
+                    error=result.error,
+                    created_at=at,
+                )
+            )
+            before = HealthState(sp.health_status, sp.consecutive_failures, sp.consecutive_successes)
+            state, transition = advance(
+                before, result.ok, failure_threshold=failure_threshold, recovery_threshold=recovery_threshold
+            )
+            sp.health_status = state.status
+            sp.consecutive_failures = state.failures
+            sp.consecutive_successes = state.successes
+            sp.last_probe_at = anchor
+            sp.last_latency_ms = result.latency_ms
+            summary.healthy += result.ok
+            if state.status != before.status:
+                changed.setdefault((before, state), []).append(sp.pk)
+            else:
+                steady.setdefault((result.ok, before.status), []).append(sp.pk)
+            if transition:
+                transitions.append((sp, transition, result))
         Probe.objects.bulk_create(probes, batch_size=1000)
-        for ids in _chunks(steady[True]):
-            StagePlacement.objects.filter(pk__in=ids).update(
-                consecutive_successes=F("consecutive_successes") + 1,
-                consecutive_failures=0,
-                last_probe_at=at,
-                last_latency_ms=latency,
+        for (ok, status), pks in steady.items():
+            counters = (
+                {"consecutive_successes": F("consecutive_successes") + 1, "consecutive_failures": 0}
+                if ok
+                else {"consecutive_failures": F("consecutive_failures") + 1, "consecutive_successes": 0}
             )
-        for ids in _chunks(steady[False]):
-            StagePlacement.objects.filter(pk__in=ids).update(
-                consecutive_failures=F("consecutive_failures") + 1,
-                consecutive_successes=0,
-                last_probe_at=at,
-                last_latency_ms=latency,
-            )
-        # Changes come in groups too (every new placement turns up at once): one update per state.
-        by_state: dict[tuple[str, int, int], list[int]] = {}
-        for sp in changed:
-            key = (sp.health_status, sp.consecutive_failures, sp.consecutive_successes)
-            by_state.setdefault(key, []).append(sp.pk)
-        for (status, failures, successes), pks in by_state.items():
             for ids in _chunks(pks):
-                StagePlacement.objects.filter(pk__in=ids).update(
-                    health_status=status,
-                    consecutive_failures=failures,
-                    consecutive_successes=successes,
-                    last_probe_at=at,
+                StagePlacement.objects.filter(pk__in=ids, health_status=status, **guard).update(
+                    **counters, last_probe_at=anchor, last_latency_ms=latency
+                )
+        # Changes come in groups too (every new placement turns up at once): one update per state.
+        for (before, state), pks in changed.items():
+            for ids in _chunks(pks):
+                StagePlacement.objects.filter(
+                    pk__in=ids,
+                    health_status=before.status,
+                    consecutive_failures=before.failures,
+                    consecutive_successes=before.successes,
+                    **guard,
+                ).update(
+                    health_status=state.status,
+                    consecutive_failures=state.failures,
+                    consecutive_successes=state.successes,
+                    last_probe_at=anchor,
                     last_latency_ms=latency,
                 )
         for sp, transition, result in transitions:

@@ -3,6 +3,9 @@ open incident; plus the app's recent incidents."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
@@ -13,6 +16,7 @@ from controlplane.access import principal_for
 from deployments.selectors import app_for
 
 from ..choices import HealthStatus
+from ..health import probe_lease
 from ..selectors import app_health
 
 
@@ -30,6 +34,16 @@ class IncidentSerializer(serializers.Serializer):
         return incident.closed_at is None
 
 
+class LastProbeField(serializers.DateTimeField):
+    """While a round probes a placement, ``last_probe_at`` holds the round's claim, which expires
+    :func:`~regions.health.probe_lease` seconds after the round started: shown as that start."""
+
+    def to_representation(self, value):
+        if value is not None and value > timezone.now():
+            value -= timedelta(seconds=probe_lease())
+        return super().to_representation(value)
+
+
 class RegionHealthSerializer(serializers.Serializer):
     region = serializers.CharField()
     stage = serializers.CharField()
@@ -37,7 +51,7 @@ class RegionHealthSerializer(serializers.Serializer):
     version = serializers.CharField(allow_null=True)
     status = serializers.ChoiceField(choices=HealthStatus.choices)
     endpoint = serializers.CharField(allow_null=True)
-    last_probe_at = serializers.DateTimeField(allow_null=True)
+    last_probe_at = LastProbeField(allow_null=True)
     latency_ms = serializers.FloatField(allow_null=True)
     consecutive_failures = serializers.IntegerField()
     route53_status = serializers.CharField(allow_null=True)
