@@ -8,6 +8,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DJANGO_SETTINGS_MODULE=controlplane.settings \
     CONTROLPLANE_DATA_DIR=/var/lib/controlplane
 
+# git and ssh: the worker fetches the exact pushed commit to build it (token or deploy key).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+
 RUN useradd --system --create-home --home-dir /home/controlplane --uid 10001 controlplane \
     && install -d -o controlplane -g controlplane /var/lib/controlplane
 

@@ -204,3 +204,18 @@ def test_dockerfile_uses_a_supported_python_and_installs_from_pyproject():
 def test_dockerignore_keeps_local_state_out_of_the_image():
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", "data", ".env"} <= ignored
+
+
+def test_beat_keeps_its_schedule_in_the_data_volume_and_has_a_health_check():
+    schedule = next(arg for arg in command("beat") if arg.startswith("--schedule=")).split("=", 1)[1]
+    volume = next(v for v in SERVICES["beat"]["volumes"] if v.startswith("appdata:")).split(":", 1)[1]
+    assert schedule.startswith(volume + "/")
+    assert f"install -d -o controlplane -g controlplane {volume}" in DOCKERFILE
+    test = SERVICES["beat"]["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    compile(test[3], "healthcheck", "exec")
+    assert schedule in test[3]
+
+
+def test_the_image_has_git_for_builds_from_a_commit():
+    assert re.search(r"apt-get install[^\n]*\bgit\b", DOCKERFILE)
