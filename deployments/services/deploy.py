@@ -263,7 +263,9 @@ def create_deployment(
                 status=DeploymentStatus.CANCELLED if pinned_push else DeploymentStatus.QUEUED,
                 finished_at=timezone.now() if pinned_push else None,
             )
-            waves = _waves(app, stage, [p.region.code for p in placements])
+            codes = [p.region.code for p in placements]
+            # A rollback is instant: every region at once, whatever the stage's waves say.
+            waves = dict.fromkeys(codes, 0) if kind == DeploymentKind.ROLLBACK else _waves(app, stage, codes)
             RegionDeployment.objects.bulk_create(
                 RegionDeployment(
                     deployment=deployment,
@@ -350,13 +352,25 @@ def _supersede_older(deployment: Deployment) -> None:
                     )
                     continue
             Deployment.objects.filter(pk=old.pk).update(cancel_requested=True)
+            stopped = _cancel_unstarted_regions(old)
             log_event(
                 deployment_id=old.pk,
                 level=EventLevel.WARNING,
                 step="superseded",
-                message=f"Superseded by deployment {deployment.pk}: regions finish their current "
-                "step and stop.",
+                message=f"Superseded by deployment {deployment.pk}: "
+                + (f"{stopped} region(s) that had not started are cancelled; " if stopped else "")
+                + "running regions finish their current step and stop.",
             )
+        finish_if_done(deployment_id=old.pk)
+
+
+def _cancel_unstarted_regions(deployment: Deployment) -> int:
+    """Cancel the regions no worker holds (queued, or waiting to be retried); returns how many.
+    Running regions see ``cancel_requested`` before their next step; the last one to stop
+    finishes the deployment."""
+    return RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
+        status=RegionStatus.CANCELLED, finished_at=timezone.now()
+    )
 
 
 def cancel_deployment(*, deployment: Deployment, principal) -> Deployment:
@@ -367,9 +381,7 @@ def cancel_deployment(*, deployment: Deployment, principal) -> Deployment:
     if deployment.status not in ACTIVE_DEPLOYMENT_STATUSES:
         raise Conflict(f"Deployment {deployment.pk} already finished ({deployment.status}).")
     Deployment.objects.filter(pk=deployment.pk).update(cancel_requested=True)
-    RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
-        status=RegionStatus.CANCELLED, finished_at=timezone.now()
-    )
+    _cancel_unstarted_regions(deployment)
     log_event(
         deployment_id=deployment.pk,
         level=EventLevel.WARNING,

@@ -69,7 +69,11 @@ def lambda_code_sha(sha256_hex: str) -> str:
 
 def claim(region_deployment_id: int) -> RegionDeployment | None:
     """Take a region deployment for this worker; None when someone else has it, it is finished,
-    or another deploy of the same app holds the region (it will start this one when done)."""
+    or another deploy of the same app holds the region (it will start this one when done).
+
+    A queued region of a cancelled deployment is cancelled here, and what its end unblocks (the
+    deployment's final status, the next deploy waiting for the region) is done at once."""
+    started = cancelled = False
     with transaction.atomic():
         rd = (
             RegionDeployment.objects.select_related("deployment", "region")
@@ -83,38 +87,38 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
             app_id=rd.deployment.app_id, region_id=rd.region_id
         ).first()
         rd.refresh_from_db()
+        rd.deployment.refresh_from_db()
         stale = rd.status == RegionStatus.RUNNING and (
             rd.heartbeat_at is None or rd.heartbeat_at < heartbeat_cutoff()
         )
         if rd.status != RegionStatus.QUEUED and not stale:
             return None
-        if rd.deployment.cancel_requested:
+        if rd.deployment.cancel_requested and rd.status == RegionStatus.QUEUED:
+            cancelled = bool(
+                RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.QUEUED).update(
+                    status=RegionStatus.CANCELLED, finished_at=timezone.now()
+                )
+            )
+        elif not region_is_busy(rd):
+            now = timezone.now()
             RegionDeployment.objects.filter(pk=rd.pk).update(
-                status=RegionStatus.CANCELLED, finished_at=timezone.now()
-            )
-            return None
-        busy = (
-            RegionDeployment.objects.filter(
-                deployment__app_id=rd.deployment.app_id,
-                region_id=rd.region_id,
                 status=RegionStatus.RUNNING,
-                heartbeat_at__gte=heartbeat_cutoff(),
+                started_at=rd.started_at or now,
+                heartbeat_at=now,
+                attempts=rd.attempts + 1,
             )
-            .exclude(pk=rd.pk)
-            .exists()
-        )
-        if busy:
+            started = bool(
+                Deployment.objects.filter(pk=rd.deployment_id, status=DeploymentStatus.QUEUED).update(
+                    status=DeploymentStatus.RUNNING, started_at=now
+                )
+            )
+        else:
             return None
-        now = timezone.now()
-        RegionDeployment.objects.filter(pk=rd.pk).update(
-            status=RegionStatus.RUNNING,
-            started_at=rd.started_at or now,
-            heartbeat_at=now,
-            attempts=rd.attempts + 1,
-        )
-        Deployment.objects.filter(pk=rd.deployment_id, status=DeploymentStatus.QUEUED).update(
-            status=DeploymentStatus.RUNNING, started_at=now
-        )
+    if cancelled:
+        after_region(rd)
+        return None
+    if started:
+        notify_started(rd.deployment_id)
     rd.refresh_from_db()
     if stale:
         log_event(
@@ -126,6 +130,31 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
             message=f"{rd.region.code}: resuming after the previous worker went silent.",
         )
     return rd
+
+
+def region_is_busy(rd: RegionDeployment) -> bool:
+    """Another deploy of the app is running in the region (their stages share ``$LATEST``).
+    A rollback only moves its stage's alias, so it neither waits for others nor holds them up."""
+    if rd.deployment.kind == DeploymentKind.ROLLBACK:
+        return False
+    return (
+        RegionDeployment.objects.filter(
+            deployment__app_id=rd.deployment.app_id,
+            region_id=rd.region_id,
+            status=RegionStatus.RUNNING,
+            heartbeat_at__gte=heartbeat_cutoff(),
+        )
+        .exclude(pk=rd.pk)
+        .exclude(deployment__kind=DeploymentKind.ROLLBACK)
+        .exists()
+    )
+
+
+def notify_started(deployment_id: int) -> None:
+    """``deploy_started``, sent by whoever moved the deployment from queued to running (once)."""
+    from controlplane.notify import notify_deployment
+
+    notify_deployment(deployment_id, "deploy_started")
 
 
 # --- The job ----------------------------------------------------------------------------------
@@ -526,12 +555,27 @@ def run_region(region_deployment_id: int) -> str | None:
     rd = claim(region_deployment_id)
     if rd is None:
         return None
+    return run_claimed(rd)
+
+
+def run_claimed(rd: RegionDeployment) -> str | None:
+    """Run a region this worker has claimed, to its end (or until it must be retried)."""
     run = RegionRun(rd)
     try:
         status = run.run()
     except RetryLater:
-        RegionDeployment.objects.filter(pk=rd.pk).update(status=RegionStatus.QUEUED)
-        raise
+        # Queued again only while still ours and not cancelled meanwhile; a cancel that came
+        # during the step stops the region here instead of leaving it queued.
+        requeued = RegionDeployment.objects.filter(
+            pk=rd.pk, status=RegionStatus.RUNNING, deployment__cancel_requested=False
+        ).update(status=RegionStatus.QUEUED)
+        if requeued:
+            raise
+        if not RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).exists():
+            return None  # taken from us (failed by the reaper, or resumed elsewhere)
+        run.log("Not retried: the deployment was cancelled or superseded.", step=rd.step,
+                level=EventLevel.WARNING)  # fmt: skip
+        status = RegionStatus.CANCELLED
     except Exception as exc:  # noqa: BLE001 - a bug must fail the region, not leave it running
         logger.exception("region deployment %s crashed", rd.pk)
         run.log(f"Internal error: {type(exc).__name__}: {exc}", level=EventLevel.ERROR, step=rd.step)
@@ -545,15 +589,32 @@ def run_region(region_deployment_id: int) -> str | None:
 def after_region(rd: RegionDeployment) -> None:
     """Start whatever this region's end unblocks: the next deploy of the app waiting for this
     region, the next wave, the failure policy, or the deployment's final status."""
+    # Any region released by its wave that still waits: for the region to be free, or for a
+    # retry (its step is then the one it resumes at). A duplicate message is harmless.
     waiting = (
         RegionDeployment.objects.filter(
             deployment__app_id=rd.deployment.app_id, region_id=rd.region_id,
-            status=RegionStatus.QUEUED, step=READY,
-        ).order_by("deployment_id").values_list("pk", flat=True).first()
+            status=RegionStatus.QUEUED,
+        ).exclude(step="").exclude(pk=rd.pk).select_related("deployment__stage").order_by("deployment_id").first()
     )  # fmt: skip
     if waiting:
-        enqueue_regions([waiting])
+        enqueue_regions([waiting.pk], countdown=bake_remaining(waiting))
     advance(deployment_id=rd.deployment_id)
+
+
+def bake_remaining(rd: RegionDeployment) -> float:
+    """Seconds until a later wave's region may start: its stage's bake time after the earlier
+    waves of its deployment finished (0 for the first wave, a rollback, or when already due)."""
+    deployment = rd.deployment
+    bake = float((deployment.stage.rollout or {}).get("bake_s", 0) or 0)
+    if not bake or deployment.kind == DeploymentKind.ROLLBACK:
+        return 0.0
+    earlier = RegionDeployment.objects.filter(deployment_id=rd.deployment_id, wave__lt=rd.wave)
+    finished = [f for f in earlier.values_list("finished_at", flat=True) if f is not None]
+    if not finished:
+        return 0.0
+    due = max(finished) + timedelta(seconds=bake)
+    return max(0.0, (due - timezone.now()).total_seconds())
 
 
 def enqueue_regions(ids: list[int], countdown: float = 0) -> None:
@@ -647,13 +708,21 @@ def advance(*, deployment_id: int) -> None:
                 status=RegionStatus.SKIPPED, finished_at=timezone.now()
             )
             pending = []
-        if failed and failure_policy(deployment.stage) == FailurePolicy.ROLLBACK:
+        if (
+            failed
+            and failure_policy(deployment.stage) == FailurePolicy.ROLLBACK
+            and deployment.kind != DeploymentKind.ROLLBACK
+        ):
+            # (A failed rollback leaves its other regions on the release it restored: moving them
+            # "back" would put them on the version the rollback was getting away from.)
             rollback = [r for r in rds if r.status == RegionStatus.SUCCEEDED and r.previous_version]
         if pending and not deployment.cancel_requested:
             wave = min(r.wave for r in pending)
             to_start = [r.pk for r in pending if r.wave == wave]
             RegionDeployment.objects.filter(pk__in=to_start).update(step=READY)
-            if any(r.status == RegionStatus.SUCCEEDED for r in rds):
+            if deployment.kind != DeploymentKind.ROLLBACK and any(
+                r.status == RegionStatus.SUCCEEDED for r in rds
+            ):
                 countdown = float((deployment.stage.rollout or {}).get("bake_s", 0))
     if to_start:
         if countdown:

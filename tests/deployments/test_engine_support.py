@@ -1,0 +1,111 @@
+"""Shared fixtures for the engine tests: the deploy engine driven in this process against the moto
+server, with a recording broker standing in for Celery, so a test decides when each message is
+delivered (or lost) and then checks the rows and AWS state it led to.
+
+(No tests here; the fixtures are imported by the ``test_engine_*`` modules.)
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+
+import pytest
+
+from controlplane.access import SystemPrincipal
+from deployments.artifacts import store_artifact
+from deployments.models import Deployment
+from deployments.services.deploy import create_deployment
+from tests.support.deploys import make_zip
+
+
+@dataclass
+class Message:
+    task: str
+    args: tuple
+    countdown: float | None = None
+
+
+@dataclass
+class RecordingBroker:
+    """Every task sent is kept here instead of reaching a real broker; ``deliver`` runs them."""
+
+    sent: list[Message] = field(default_factory=list)
+
+    def take(self) -> list[Message]:
+        messages, self.sent = self.sent, []
+        return messages
+
+    def pending(self, task: str) -> list:
+        return [m.args[0] for m in self.sent if m.task == task]
+
+    def drop(self) -> None:
+        """The broker lost everything sent so far."""
+        self.sent = []
+
+    def deliver(self, *, rounds: int = 50, only: str | None = None) -> None:
+        """Run what was sent, and what that sends, until nothing is left (a worker with a queue)."""
+        from deployments.services.region_job import RetryLater, run_region, start
+
+        for _ in range(rounds):
+            taken = self.take()
+            messages = [
+                m for m in taken if only in (None, m.task) and m.task != "workers.deliver_notification"
+            ]
+            self.sent.extend(m for m in taken if m not in messages)
+            if only is None:
+                self.sent = [m for m in self.sent if m.task != "workers.deliver_notification"]
+            if not messages:
+                return
+            for message in messages:
+                if message.task == "workers.start_deployment":
+                    start(message.args[0])
+                elif message.task == "workers.deploy_region":
+                    try:
+                        run_region(message.args[0])
+                    except RetryLater:
+                        self.sent.append(message)
+        raise AssertionError("messages kept coming")
+
+
+@pytest.fixture
+def broker(monkeypatch) -> RecordingBroker:
+    from celery.app.task import Task
+
+    recording = RecordingBroker()
+
+    def apply_async(self, args=None, kwargs=None, countdown=None, **options):
+        recording.sent.append(Message(self.name, tuple(args or ()), countdown))
+
+    monkeypatch.setattr(Task, "apply_async", apply_async)
+    return recording
+
+
+@pytest.fixture
+def engine(settings, aws, region_endpoints, broker):
+    """The engine in this process: AWS is the moto server, health checks hit the local region
+    servers, and tasks go to the recording broker."""
+    settings.ENDPOINT_OVERRIDES = region_endpoints.overrides()
+    settings.DEPLOY_VERIFY_INTERVAL = 0.05
+    settings.DEPLOY_VERIFY_ATTEMPTS = 2
+    return broker
+
+
+def principal_for(app) -> SystemPrincipal:
+    return SystemPrincipal(name="user:test", team_id=app.team_id)
+
+
+def new_deployment(app, stage: str = "production", body: str | None = None, **kwargs) -> Deployment:
+    """A deployment of a fresh artifact (``body`` makes its code differ from other releases)."""
+    content = make_zip(body) if body else make_zip()
+    artifact = store_artifact(app=app, fileobj=io.BytesIO(content))
+    return create_deployment(
+        app=app, stage=app.stages.get(name=stage), principal=principal_for(app), artifact=artifact, **kwargs
+    )
+
+
+def status_of(deployment: Deployment) -> tuple[str, dict[str, str]]:
+    deployment.refresh_from_db()
+    return deployment.status, {
+        rd.region.code: rd.status for rd in deployment.regions.select_related("region")
+    }
