@@ -19,22 +19,28 @@ from urllib.parse import urlsplit
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>(?!//).+)$")
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 MAX_LINE = 4000  # longer lines are cut when streamed (a minified bundle printed by a build)
+MAX_URL = 2048  # no git host serves a repository under a longer URL; App.repo_url holds 500
 
 
 def normalize_repo_url(url: str) -> str:
     """The repository a URL names, in one form, so its clone (https), ssh (``git@host:o/r.git``,
     ``ssh://``), git and web (html) URLs compare equal: ``host/owner/repo``, lowercased, without
     scheme, user, port, ``.git`` or trailing slashes. A ``file://`` URL or a local path becomes
-    its absolute path. Returns "" for a blank URL."""
-    url = (url or "").strip()
-    if not url:
+    its absolute path. Returns "" for a blank URL and for anything that cannot name a repository
+    (not a string, unparseable such as ``https://[x``, control characters, over ``MAX_URL``): it is
+    fed unverified webhook payloads, so it never raises."""
+    url = url.strip() if isinstance(url, str) else ""
+    if not url or len(url) > MAX_URL or not url.isprintable():
         return ""
     scp = _SCP_LIKE.match(url) if "://" not in url else None
     if scp and not url.startswith("/"):
         host, path = scp.group("host"), scp.group("path")
     else:
-        parts = urlsplit(url if "://" in url else f"file://{url}")
-        host = (parts.hostname or "") if parts.scheme != "file" else ""
+        try:
+            parts = urlsplit(url if "://" in url else f"file://{url}")
+            host = (parts.hostname or "") if parts.scheme != "file" else ""
+        except ValueError:  # an unclosed IPv6 bracket and the like
+            return ""
         path = parts.path
     path = path.strip().rstrip("/")
     if path.endswith(".git"):

@@ -17,6 +17,8 @@ from controlplane.errors import DomainError
 
 HEX_SHA = re.compile(r"^(?:[0-9a-f]{40}|[0-9a-f]{64})$")
 ZERO_SHA = re.compile(r"^0+$")
+MAX_TEXT = 10_000  # longer strings in a payload are cut (a commit message pasted from a log)
+MAX_COUNT = 2**31 - 1  # what a PositiveIntegerField holds on every database
 
 
 class MalformedPayload(DomainError):
@@ -51,12 +53,26 @@ class Push:
 
 def dig(data: Any, *path: str, kind: type = str) -> Any:
     """``data[path[0]][path[1]]...`` when every step exists and the value is a ``kind``, else None:
-    a verified payload may still lack fields, and a missing one must never become a 500."""
+    a verified payload may still lack fields, and a missing one must never become a 500. A string
+    comes back storable (see ``clean_text``); an int outside 0..MAX_COUNT counts as missing."""
     for key in path:
         if not isinstance(data, dict):
             return None
         data = data.get(key)
-    return data if isinstance(data, kind) and not (kind is int and isinstance(data, bool)) else None
+    if not isinstance(data, kind) or (kind is int and isinstance(data, bool)):
+        return None
+    if isinstance(data, str):
+        return clean_text(data)
+    if isinstance(data, int) and not 0 <= data <= MAX_COUNT:
+        return None
+    return data
+
+
+def clean_text(text: str) -> str:
+    """``text`` cut to MAX_TEXT, without NUL characters (PostgreSQL refuses them) and with lone
+    surrogates (valid JSON escapes, but not encodable as UTF-8) replaced by ``?``."""
+    text = text[:MAX_TEXT]
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
 
 
 def _text(data: Any, *path: str) -> str:
@@ -178,7 +194,7 @@ class GitLab(Provider):
         head = next((c for c in commits if _text(c, "id").lower() == after), commits[-1] if commits else {})
         web_url = _text(payload, "project", "web_url").rstrip("/")
         compare = ""
-        if web_url and before and not ZERO_SHA.match(before) and not deleted:
+        if web_url and HEX_SHA.match(before) and not ZERO_SHA.match(before) and not deleted:
             compare = f"{web_url}/-/compare/{before}...{after}"
         count = dig(payload, "total_commits_count", kind=int)
         return Push(

@@ -150,6 +150,8 @@ def parse_payload(body: bytes, *, content_type: str) -> dict:
         payload = json.loads(text)
     except (UnicodeDecodeError, ValueError):
         raise MalformedPayload("The body is not valid JSON.")
+    except RecursionError:  # arrays nested thousands deep: valid JSON, but not a push
+        raise MalformedPayload("The body is nested too deeply.")
     if not isinstance(payload, dict):
         raise MalformedPayload("The body is not a JSON object.")
     return payload

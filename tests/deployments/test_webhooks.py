@@ -473,9 +473,123 @@ def test_twenty_identical_deliveries_at_once_create_exactly_one_deployment(team,
         ("file:///srv/git/shop.git", "/srv/git/shop"),
         ("/srv/git/shop.git", "/srv/git/shop"),
         ("  ", ""),
+        ("https://[x", ""),
+        ("ssh://git@[::1/acme/shop.git", ""),
+        ("https://github.com/acme/\x00shop", ""),
+        ("https://github.com/" + "a" * 5000, ""),
+        (None, ""),
+        (42, ""),
     ],
 )
 def test_repository_urls_compare_in_one_form(url, normalized):
     from deployments.gitutil import normalize_repo_url
 
     assert normalize_repo_url(url) == normalized
+
+
+# --- Odd payloads, signed or not: never a 500 -------------------------------------------------------
+
+HUGE = 300_000  # big, yet the whole body stays under WEBHOOK_MAX_BODY
+
+
+def _set_repo_urls(payload: dict, value) -> None:
+    for section in ("repository", "project"):
+        if isinstance(payload.get(section), dict):
+            for key in list(payload[section]):
+                if "url" in key or key == "homepage":
+                    payload[section][key] = value
+
+
+def _first_commit(payload: dict) -> dict:
+    return payload["commits"][0]
+
+
+ODD_PAYLOADS = {
+    "repository is a string": lambda p: p.update(repository="acme/shop", project="acme/shop"),
+    "repository is a list": lambda p: p.update(repository=[1, 2], project=[{"url": "x"}]),
+    "repository is null": lambda p: p.update(repository=None, project=None),
+    "clone url is an unclosed ipv6 host": lambda p: _set_repo_urls(p, "https://[x"),
+    "clone url is a bad ipv6 ssh url": lambda p: _set_repo_urls(p, "ssh://git@[::1/acme/shop.git"),
+    "clone url has a bad port": lambda p: _set_repo_urls(p, "https://github.com:99999999/acme/shop"),
+    "clone url is a number": lambda p: _set_repo_urls(p, 12345),
+    "clone url is a dict": lambda p: _set_repo_urls(p, {"href": "https://github.com/acme/shop"}),
+    "clone url is huge": lambda p: _set_repo_urls(p, "https://github.com/" + "a" * HUGE + "/shop.git"),
+    "clone url holds a nul and a lone surrogate": lambda p: _set_repo_urls(p, "file:///srv/\x00\ud800/shop"),
+    "ref is a list": lambda p: p.update(ref=["refs/heads/main"]),
+    "ref is a dict": lambda p: p.update(ref={"name": "main"}),
+    "ref is huge": lambda p: p.update(ref="refs/heads/" + "x" * HUGE),
+    "ref holds a nul and a lone surrogate": lambda p: p.update(ref="refs/heads/ma\x00in\ud800"),
+    "commits is a dict": lambda p: p.update(commits={"id": "x"}, head_commit=[1]),
+    "commits is a string": lambda p: p.update(commits="many", head_commit=7),
+    "commits holds numbers": lambda p: p.update(commits=[1, None, "x"]),
+    "commit message is huge": lambda p: _first_commit(p).update(message="m" * HUGE),
+    "commit fields hold nuls and lone surrogates": lambda p: _first_commit(p).update(
+        message="fix\x00\ud800", url="https://example.com/\x00", author={"name": "\ud83d ada\x00"}
+    ),
+    "commit count is huge": lambda p: p.update(total_commits_count=10**30),
+    "commit count is negative": lambda p: p.update(total_commits_count=-5),
+    "before is huge": lambda p: p.update(before="b" * HUGE),
+    "after is a number": lambda p: p.update(after=12345),
+}
+
+
+def _odd_payload(provider: str, repo: GitRepo, sha: str, change) -> dict:
+    payload = github_push(repo, after=sha) if provider == "github" else gitlab_push(repo, after=sha)
+    if provider == "github":
+        payload["head_commit"] = payload["commits"][0]  # the same object, so a change reaches both
+    change(payload)
+    return payload
+
+
+@pytest.mark.parametrize("signed", [True, False], ids=["signed", "wrong-secret"])
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+@pytest.mark.parametrize("change", list(ODD_PAYLOADS.values()), ids=list(ODD_PAYLOADS))
+def test_odd_payloads_answer_202_400_or_401_never_500(app, repo, commits, provider, signed, change):
+    payload = _odd_payload(provider, repo, commits[1], change)
+    secret = app.webhook_secret if signed else "guessed-secret"
+
+    post = post_github if provider == "github" else post_gitlab
+    response = post(payload, secret)
+
+    assert response.status_code in (202, 400, 401), response.content[:500]
+    body = response.json()
+    assert body["code"] in {"accepted", "ignored", "pinned", "malformed_payload", "invalid_signature"}
+    assert body["detail"]
+    if response.status_code != 202 or not signed:
+        assert not Deployment.objects.exists()
+    for deployment in Deployment.objects.all():
+        assert "\x00" not in deployment.commit_message + deployment.commit_branch + deployment.commit_url
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_a_push_naming_one_good_url_among_malformed_ones_still_deploys(app, repo, commits, provider):
+    payload = _odd_payload(provider, repo, commits[1], lambda p: None)
+    section = payload["repository"] if provider == "github" else payload["project"]
+    section.update(html_url="https://[x", ssh_url="ssh://git@[::1/acme/shop.git", web_url="http://[")
+
+    post = post_github if provider == "github" else post_gitlab
+    response = post(payload, app.webhook_secret)
+
+    assert response.status_code == 202, response.content[:500]
+    assert response.json()["code"] == "accepted"
+    assert Deployment.objects.get().commit_sha == commits[1]
+
+
+@pytest.mark.parametrize("provider", ["github", "gitlab"])
+def test_deeply_nested_json_is_400_not_500(app, provider):
+    body = b'{"repository": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    if provider == "github":
+        headers = github_headers(app.webhook_secret, body)
+        response = Client().post(GITHUB, data=body, content_type="application/json", headers=headers)
+    else:
+        headers = gitlab_headers(app.webhook_secret)
+        response = Client().post(GITLAB, data=body, content_type="application/json", headers=headers)
+    assert response.status_code == 400
+    assert response.json()["code"] == "malformed_payload"
+    _assert_nothing_written()
+
+
+def test_an_app_whose_stored_repo_url_is_malformed_does_not_break_other_deliveries(app, repo, commits, team):
+    AppFactory(team=team, slug="broken", repo_url="https://[shop")
+    response = post_github(github_push(repo, after=commits[1]), app.webhook_secret)
+    assert response.status_code == 202 and response.json()["code"] == "accepted"
