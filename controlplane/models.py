@@ -131,8 +131,15 @@ class AuditEntry(models.Model):
 
 class ChannelQuerySet(models.QuerySet):
     def visible_to(self, principal):
-        """Channels of the principal's teams (see ``controlplane.access``); others are a 404."""
-        return self.filter(team_id__in=principal.team_ids())
+        """Channels of the principal's teams (see ``controlplane.access``); others are a 404. A
+        token scoped to one app sees only the channels that cover that app: those for all apps
+        and those listing it."""
+        qs = self.filter(team_id__in=principal.team_ids())
+        app_id = getattr(principal.token, "app_id", None)
+        if app_id:
+            # One join row at most matches (no apps, or the link to this app): no duplicates.
+            qs = qs.filter(models.Q(apps=None) | models.Q(apps=app_id))
+        return qs
 
 
 class Channel(models.Model):

@@ -16,11 +16,20 @@ from controlplane.channels import backend_for, services
 from controlplane.choices import ChannelKind, Role
 from controlplane.models import Channel, Notification
 from controlplane.selectors import team_to_manage
+from deployments.models import App
 
 from .common import StrictSerializer, errors, ordered_pagination
 
 RECENT = 5
 EVENT_CHOICES = services.SUBSCRIBABLE_EVENTS
+
+
+def visible_deliveries(principal, qs=None):
+    """Deliveries ``principal`` may read: a token scoped to one app sees only those about it
+    (a channel for all apps also carries other apps' alerts)."""
+    qs = Notification.objects.all() if qs is None else qs
+    app_id = getattr(principal.token, "app_id", None) if principal is not None else None
+    return qs.filter(app_id=app_id) if app_id else qs
 
 
 class NotificationSerializer(serializers.ModelSerializer):
@@ -142,14 +151,14 @@ class ChannelViewSet(viewsets.GenericViewSet):
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
             return Channel.objects.none()
+        principal = principal_for(self.request)
+        recent = visible_deliveries(principal).order_by("-id")[:RECENT]
         return (
-            Channel.objects.visible_to(principal_for(self.request))
+            Channel.objects.visible_to(principal)
             .select_related("team")
             .prefetch_related(
-                "apps",
-                Prefetch(
-                    "notifications", queryset=Notification.objects.order_by("-id")[:RECENT], to_attr="recent"
-                ),
+                Prefetch("apps", queryset=principal.filter_apps(App.objects.all())),
+                Prefetch("notifications", queryset=recent, to_attr="recent"),
             )
         )
 
@@ -235,6 +244,6 @@ class ChannelViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=ordered_pagination("-id"))
     def notifications(self, request, id=None):
         channel = self.get_object()
-        qs = Notification.objects.filter(channel=channel).select_related("app")
+        qs = visible_deliveries(principal_for(request), channel.notifications.select_related("app"))
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(NotificationSerializer(page, many=True).data)

@@ -185,3 +185,36 @@ def test_test_to_a_removed_slack_webhook_disables_the_channel_and_says_why(admin
     enabled = admin.patch(f"/api/v1/channels/{channel_id}/", {"enabled": True}, format="json").json()
     assert enabled["enabled"] is True and enabled["disabled_reason"] == ""
     assert Notification.objects.count() == 1
+
+
+def test_app_scoped_token_sees_only_channels_and_deliveries_of_its_app(team, api_for, admin, slack):
+    api, billing = AppFactory(team=team, slug="api"), AppFactory(team=team, slug="billing")
+    every_app = create(admin, kind="slack", target=slack.url + "/all").json()["id"]
+    api_only = create(admin, kind="slack", target=slack.url + "/api", apps=["api"]).json()["id"]
+    billing_only = create(admin, kind="slack", target=slack.url + "/b", apps=["billing"]).json()["id"]
+    both = create(admin, kind="slack", target=slack.url + "/ab", apps=["api", "billing"]).json()["id"]
+    for channel_id in (every_app, both, billing_only):
+        for app in (api, billing):
+            Notification.objects.create(
+                channel_id=channel_id,
+                event="health_down",
+                app=app,
+                payload={"title": f"DOWN: {app.slug} production in eu-west-1"},
+            )
+    scoped = api_for(team, role=Role.VIEWER, app=api)
+
+    listed = scoped.get("/api/v1/channels/").json()["results"]
+    assert sorted(c["id"] for c in listed) == sorted([every_app, api_only, both])
+    assert "DOWN: billing" not in str(listed)
+    by_id = {c["id"]: c for c in listed}
+    assert [n["title"] for n in by_id[every_app]["recent_notifications"]] == [
+        "DOWN: api production in eu-west-1"
+    ]
+    assert by_id[both]["apps"] == ["api"]
+    for path in ("", "notifications/"):
+        assert scoped.get(f"/api/v1/channels/{billing_only}/{path}").status_code == 404
+    deliveries = scoped.get(f"/api/v1/channels/{every_app}/notifications/").json()["results"]
+    assert [(d["app"], d["title"]) for d in deliveries] == [("api", "DOWN: api production in eu-west-1")]
+    # The team-wide view is unchanged.
+    assert len(admin.get("/api/v1/channels/").json()["results"]) == 4
+    assert len(admin.get(f"/api/v1/channels/{every_app}/notifications/").json()["results"]) == 2
