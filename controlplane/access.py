@@ -53,8 +53,16 @@ class Principal:
         return [t for t in self.team_ids() if self.can(role, team_id=t)]
 
     def can_manage_regions(self) -> bool:
-        """Regions belong to the installation: any team admin (not app-scoped) manages them."""
-        return bool(self.manageable_team_ids(Role.ADMIN))
+        """Regions belong to the installation: a team admin (not app-scoped) manages them, of any
+        team or, when ``REGION_ADMIN_TEAMS`` names teams, only of those (installations shared by
+        teams that must not redirect each other's artifacts to a bucket or role of their own)."""
+        from django.conf import settings
+
+        teams = self.manageable_team_ids(Role.ADMIN)
+        allowed = list(getattr(settings, "REGION_ADMIN_TEAMS", []))
+        if allowed and teams:
+            return Team.objects.filter(pk__in=teams, slug__in=allowed).exists()
+        return bool(teams)
 
     def filter_audit(self, qs: QuerySet) -> QuerySet:
         """Audit entries this principal may read."""

@@ -70,6 +70,10 @@ ENCRYPTION_KEYS: list[str] = (
     else [_dev_key("ENCRYPTION_KEYS", "encryption_key", lambda: Fernet.generate_key().decode())]
 )
 
+# Teams whose admins may add and change the installation's regions (bucket, role to assume);
+# empty: the admins of every team. Superusers always may.
+REGION_ADMIN_TEAMS = env.list("REGION_ADMIN_TEAMS", default=[])
+
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")

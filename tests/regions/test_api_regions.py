@@ -122,3 +122,18 @@ def test_a_superuser_without_a_team_manages_regions(db, regions):
     answer = client.patch(f"{REGIONS}eu-west-1/", {"enabled": True}, format="json")
 
     assert answer.status_code == 200 and Region.objects.get(code="eu-west-1").enabled
+
+
+def test_region_admin_teams_limits_who_changes_regions(api_for, team, other_team, regions, settings):
+    settings.REGION_ADMIN_TEAMS = [team.slug]
+    outsider = api_for(other_team, role=Role.ADMIN)
+    operator = api_for(team, role=Role.ADMIN)
+
+    refused = outsider.patch(f"{REGIONS}us-east-1/", {"artifact_bucket": "evil-bucket"}, format="json")
+    assert refused.status_code == 403
+    assert "artifact_bucket" not in outsider.get(f"{REGIONS}us-east-1/").json()
+    assert Region.objects.get(code="us-east-1").artifact_bucket == "acme-artifacts"
+
+    allowed = operator.patch(f"{REGIONS}us-east-1/", {"artifact_bucket": "acme-new"}, format="json")
+    assert allowed.status_code == 200
+    assert Region.objects.get(code="us-east-1").artifact_bucket == "acme-new"
