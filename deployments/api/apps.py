@@ -6,6 +6,7 @@ role its verb needs (403), validates the input and calls one service.
 
 from __future__ import annotations
 
+from django.db import transaction
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import status, viewsets
 from rest_framework.decorators import action
@@ -20,6 +21,7 @@ from controlplane.selectors import team_to_manage
 from deployments import selectors
 from deployments.models import App, EnvVar, Stage
 from deployments.services import apps as services
+from deployments.services.git_credentials import set_git_credential
 
 from .serializers import (
     AppCreateSerializer,
@@ -128,7 +130,11 @@ class AppViewSet(viewsets.GenericViewSet):
         serializer = AppCreateSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = {k: v for k, v in serializer.validated_data.items() if k != "team"}
-        app = services.create_app(principal=principal, team=team, data=data, request=request)
+        credential = data.pop("git_credential", None)
+        with transaction.atomic():
+            app = services.create_app(principal=principal, team=team, data=data, request=request)
+            if credential:
+                set_git_credential(principal=principal, app=app, value=credential, request=request)
         return self._body(self._fresh(app), reveal=True, status_code=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -142,8 +148,8 @@ class AppViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Change an app",
-        description="Deployers change the config; changing `regions` needs an admin. "
-        "It applies from the next deployment.",
+        description="Deployers change the config; changing `regions` or `git_credential` needs an "
+        "admin. It applies from the next deployment.",
         parameters=[APP_PARAM, TEAM_PARAM],
         request=AppUpdateSerializer,
         responses={200: AppSerializer, **errors(400, 401, 403, 404)},
@@ -153,9 +159,13 @@ class AppViewSet(viewsets.GenericViewSet):
         serializer = AppUpdateSerializer(data=request.data, partial=True)
         serializer.is_valid(raise_exception=True)
         principal = principal_for(request)
-        obj = services.update_app(
-            principal=principal, app=obj, data=serializer.validated_data, request=request
-        )
+        data = dict(serializer.validated_data)
+        credential = data.pop("git_credential", None)
+        with transaction.atomic():
+            if data or credential is None:
+                obj = services.update_app(principal=principal, app=obj, data=data, request=request)
+            if credential is not None:
+                set_git_credential(principal=principal, app=obj, value=credential, request=request)
         return self._body(self._fresh(obj), reveal=principal.can(Role.ADMIN, app=obj))
 
     @extend_schema(

@@ -61,6 +61,10 @@ class AppSerializer(serializers.ModelSerializer):
         help_text="The git-push webhook secret; null unless you are an admin viewing one app."
     )
     webhook_secret_masked = serializers.SerializerMethodField()
+    git_credential_set = serializers.SerializerMethodField(
+        help_text="Whether builds fetch the repository with a git credential. The credential itself "
+        "is write-only: no answer ever contains it."
+    )
 
     class Meta:
         model = App
@@ -83,6 +87,7 @@ class AppSerializer(serializers.ModelSerializer):
             "regions",
             "webhook_secret",
             "webhook_secret_masked",
+            "git_credential_set",
             "created_at",
         ]
         read_only_fields = fields
@@ -103,6 +108,9 @@ class AppSerializer(serializers.ModelSerializer):
 
     def get_webhook_secret_masked(self, app: App) -> bool:
         return not self._reveal(app)
+
+    def get_git_credential_set(self, app: App) -> bool:
+        return bool(app.git_credential)
 
 
 class WebhookSecretSerializer(serializers.Serializer):
@@ -166,6 +174,8 @@ class EnvVarSerializer(serializers.ModelSerializer):
 
 # --- Input ------------------------------------------------------------------------------------
 
+MAX_GIT_CREDENTIAL = 16_000  # an RSA-4096 private key in PEM is about 3.3 KB
+
 
 def _check_region_code(code: str) -> str:
     problem = validate_region_code(code)
@@ -188,11 +198,30 @@ class AppUpdateSerializer(StrictSerializer):
     health_expected_text = serializers.CharField(max_length=255, required=False, allow_blank=True)
     build_command = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     build_output_dir = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    git_credential = serializers.CharField(
+        write_only=True,
+        required=False,
+        allow_blank=True,
+        trim_whitespace=False,
+        max_length=MAX_GIT_CREDENTIAL,
+        style={"input_type": "password"},
+        help_text="Write-only; admins only. What builds fetch repo_url with: a token, `user:token`, or "
+        "an SSH private key (PEM/OpenSSH, newlines kept). Stored encrypted and never returned (see "
+        '`git_credential_set`); "" removes it.',
+    )
     regions = serializers.ListField(
         child=serializers.CharField(max_length=32, validators=[_check_region_code]),
         required=False,
         help_text="Region codes; every one must be enabled. Changing them needs an admin.",
     )
+
+    def validate_git_credential(self, value: str) -> str:
+        if "PRIVATE KEY-----" in value and "-----END" not in value:
+            raise serializers.ValidationError(
+                "This looks like the start of an SSH private key without its END line; send the whole "
+                "key with its newlines."
+            )
+        return value
 
     def validate_runtime(self, value: str) -> str:
         if value not in LAMBDA_RUNTIMES:

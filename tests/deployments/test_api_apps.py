@@ -1,3 +1,5 @@
+import json
+
 import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
@@ -665,3 +667,95 @@ def test_session_users_in_no_team_see_no_apps(db, app):
     answer = _session_client(lonely).get(APPS)
 
     assert answer.status_code == 200 and answer.json()["results"] == []
+
+
+# --- Git credential: write-only ---------------------------------------------------------------
+
+SSH_KEY = (
+    "-----BEGIN OPENSSH PRIVATE KEY-----\n"
+    "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+    "QyNTUxOQAAACDeployKeyLineTwoThatMustSurviveIntactXYZ0123456789abcdef\n"
+    "-----END OPENSSH PRIVATE KEY-----"
+)
+
+
+def _raw_git_credential(app_pk: int) -> str:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT git_credential FROM deployments_app WHERE id = %s", [app_pk])
+        return cursor.fetchone()[0]
+
+
+def _assert_secret_absent(secret: str, *texts: str) -> None:
+    for text in texts:
+        for part in [secret, *secret.splitlines()[1:-1]]:
+            assert part not in text
+
+
+def test_an_ssh_key_given_at_create_is_stored_encrypted_and_never_returned(api_for, team, regions):
+    api = api_for(team, role=Role.ADMIN)
+
+    created = api.post(APPS, new_app(git_credential=SSH_KEY + "\r\n"), format="json")
+
+    assert created.status_code == 201, created.json()
+    assert "git_credential" not in created.json() and created.json()["git_credential_set"] is True
+    app = App.objects.get(slug="api")
+    assert app.git_credential == SSH_KEY  # the whole key, newlines kept, ready for ssh
+    raw = _raw_git_credential(app.pk)
+    assert raw and "PRIVATE KEY" not in raw
+    detail = api.get(f"{APPS}api/")
+    listing = api.get(APPS)
+    assert detail.json()["git_credential_set"] is True and "git_credential" not in detail.json()
+    audit_text = json.dumps(list(AuditEntry.objects.values("action", "changes")))
+    _assert_secret_absent(SSH_KEY, created.content.decode(), detail.content.decode(),
+                          listing.content.decode(), raw, audit_text)  # fmt: skip
+    entry = AuditEntry.objects.get(action="app.git_credential")
+    assert entry.changes == {"git_credential": "set"} and entry.app == app
+
+
+def test_an_admin_replaces_and_clears_the_git_credential_and_the_audit_says_only_that(api_for, team, app):
+    api = api_for(team, role=Role.ADMIN)
+
+    replaced = api.patch(f"{APPS}shop/", {"git_credential": "deploy:glpat-first-token"}, format="json")
+    again = api.patch(f"{APPS}shop/", {"git_credential": "deploy:glpat-second-token"}, format="json")
+    cleared = api.patch(f"{APPS}shop/", {"git_credential": ""}, format="json")
+
+    assert [r.status_code for r in (replaced, again, cleared)] == [200, 200, 200]
+    assert replaced.json()["git_credential_set"] is True and "git_credential" not in replaced.json()
+    assert cleared.json()["git_credential_set"] is False
+    assert App.objects.get(pk=app.pk).git_credential == ""
+    entries = AuditEntry.objects.filter(action="app.git_credential").order_by("id")
+    assert [e.changes for e in entries] == [
+        {"git_credential": "set"},
+        {"git_credential": "replaced"},
+        {"git_credential": "cleared"},
+    ]
+    assert "glpat" not in json.dumps(list(AuditEntry.objects.values("changes", "object_repr")))
+
+
+def test_a_token_set_with_other_changes_is_encrypted_at_rest(api_for, team, app):
+    api = api_for(team, role=Role.ADMIN)
+    answer = api.patch(
+        f"{APPS}shop/", {"git_credential": "glpat-secret-token-123", "memory_mb": 1024}, format="json"
+    )
+    assert answer.status_code == 200 and answer.json()["memory_mb"] == 1024
+    assert App.objects.get(pk=app.pk).git_credential == "glpat-secret-token-123"
+    assert "glpat-secret-token-123" not in _raw_git_credential(app.pk)
+
+
+def test_a_deployer_may_not_set_the_git_credential(api_for, team, app):
+    answer = api_for(team, role=Role.DEPLOYER).patch(
+        f"{APPS}shop/", {"git_credential": "stolen:token", "memory_mb": 1024}, format="json"
+    )
+    assert answer.status_code == 403
+    fresh = App.objects.get(pk=app.pk)
+    assert fresh.git_credential == "" and fresh.memory_mb != 1024
+    assert not AuditEntry.objects.filter(action__startswith="app.").exists()
+
+
+def test_half_an_ssh_key_is_400(api_for, team, app):
+    half = SSH_KEY.split("\n")[0] + "\n" + SSH_KEY.split("\n")[1]
+    answer = api_for(team, role=Role.ADMIN).patch(f"{APPS}shop/", {"git_credential": half}, format="json")
+    assert answer.status_code == 400 and "git_credential" in answer.json()["fields"]
+    assert App.objects.get(pk=app.pk).git_credential == ""
