@@ -293,13 +293,18 @@ def retry_delay(attempt: int) -> float:
 def deliver_notification(*, notification_id: int, max_attempts: int | None = None) -> DeliveryOutcome:
     """Make one delivery attempt of a pending notification. Returns the outcome; ``retry_in`` is
     set when another attempt is due (the caller schedules it). A row already sent, failed, or
-    claimed by another worker is skipped."""
+    claimed by another worker is skipped. A row whose next attempt is not due yet (a task
+    redelivered during its backoff, or while another worker's attempt holds the lease) is left
+    alone: the outcome is pending with ``retry_in`` the seconds until it is due."""
     max_attempts = max_attempts or settings.NOTIFY_MAX_ATTEMPTS
     row = Notification.objects.select_related("channel__team").filter(pk=notification_id).first()
     if row is None or row.status != NotificationStatus.PENDING:
         return DeliveryOutcome("skipped")
     channel = row.channel
     now = timezone.now()
+    if row.next_attempt_at is not None and row.next_attempt_at > now:
+        wait = (row.next_attempt_at - now).total_seconds()
+        return DeliveryOutcome(NotificationStatus.PENDING, retry_in=wait, error="not due yet")
     if not channel.enabled and row.event != AlertEvent.TEST:
         Notification.objects.filter(pk=row.pk, status=NotificationStatus.PENDING).update(
             status=NotificationStatus.FAILED,

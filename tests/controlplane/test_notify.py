@@ -96,6 +96,11 @@ def test_disabled_channel_gets_nothing(team, deployment, slack):
     assert Notification.objects.count() == 0
 
 
+def backoff_passes(row) -> None:
+    """Let the row's backoff run out, as the clock would."""
+    Notification.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())
+
+
 def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
     slack.then(Reply(503, b"busy"), Reply(500, b"oops"))
     make_channel(team, "slack", slack.url + "/hook")
@@ -106,8 +111,10 @@ def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
     assert (first.status, first.retry_in) == ("pending", 10)
     row.refresh_from_db()
     assert row.attempts == 1 and row.error == "HTTP 503: busy" and row.next_attempt_at > timezone.now()
+    backoff_passes(row)
     second = notify.deliver_notification(notification_id=row.pk)
     assert (second.status, second.retry_in) == ("pending", 60)
+    backoff_passes(row)
     third = notify.deliver_notification(notification_id=row.pk)
     assert third.status == "sent"
     row.refresh_from_db()
@@ -117,15 +124,41 @@ def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
     assert len(slack.received("POST")) == 3
 
 
+def test_task_redelivered_during_its_backoff_waits_for_it(team, deployment, slack):
+    slack.then(Reply(503, b"busy"))
+    make_channel(team, "slack", slack.url + "/hook")
+    notify.notify_deployment(deployment.pk, "deploy_failed")
+    row = Notification.objects.get()
+    assert notify.deliver_notification(notification_id=row.pk).retry_in == 10
+    row.refresh_from_db()
+    due = row.next_attempt_at
+
+    # The broker hands the task out again at once (a lost ack, a restarted worker).
+    again = notify.deliver_notification(notification_id=row.pk)
+    assert again.status == "pending" and 9 < again.retry_in <= 10  # scheduled for when it is due
+    row.refresh_from_db()
+    assert (row.attempts, row.next_attempt_at, row.status) == (1, due, "pending")
+    assert len(slack.received("POST")) == 1  # nothing was sent early
+
+    backoff_passes(row)
+    assert notify.deliver_notification(notification_id=row.pk).status == "sent"
+    assert len(slack.received("POST")) == 2
+
+
 def test_gives_up_after_three_tries_and_keeps_the_channel(team, deployment, slack):
     slack.respond(503, "down for maintenance")
     channel = make_channel(team, "slack", slack.url + "/hook")
     notify.notify_deployment(deployment.pk, "deploy_failed")
-    outcomes = deliver_pending(rounds=4)
-    assert [o.status for o in outcomes] == ["pending", "pending", "failed"]
     row = Notification.objects.get()
+    outcomes = []
+    for _ in range(4):
+        outcomes.append(notify.deliver_notification(notification_id=row.pk))
+        backoff_passes(row)
+    assert [o.status for o in outcomes] == ["pending", "pending", "failed", "skipped"]
+    row.refresh_from_db()
     assert row.status == "failed" and row.attempts == 3
     assert row.error == "Gave up after 3 attempts: HTTP 503: down for maintenance"
+    assert len(slack.received("POST")) == 3
     channel.refresh_from_db()
     assert channel.enabled
 
