@@ -7,10 +7,19 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from ..choices import DeploymentStatus, EventLevel, RegionStatus
+from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentStatus, EventLevel, RegionStatus
 from ..models import Deployment, RegionDeployment
 from .events import log_event
-from .region_job import after_region, enqueue_regions, heartbeat_cutoff
+from .region_job import (
+    BUILD_RESTARTS,
+    after_region,
+    bake_remaining,
+    build_is_stale,
+    build_restarts,
+    enqueue_regions,
+    fail_unstarted,
+    heartbeat_cutoff,
+)
 
 
 def _enqueue_start(pk: int) -> None:
@@ -25,7 +34,7 @@ def reap() -> dict[str, int]:
     now = timezone.now()
     limit = now - timedelta(seconds=settings.REGION_DEPLOY_TIME_LIMIT)
     grace = now - timedelta(seconds=settings.REQUEUE_AFTER)
-    counts = {"resumed": 0, "timed_out": 0, "restarted": 0, "resent": 0}
+    counts = {"resumed": 0, "timed_out": 0, "restarted": 0, "resent": 0, "rebuilt": 0, "build_failed": 0}
 
     stuck = RegionDeployment.objects.filter(
         status=RegionStatus.RUNNING, heartbeat_at__lt=heartbeat_cutoff()
@@ -59,13 +68,56 @@ def reap() -> dict[str, int]:
         _enqueue_start(pk)
         counts["restarted"] += 1
 
-    waiting = RegionDeployment.objects.filter(
-        status=RegionStatus.QUEUED,
-        deployment__status=DeploymentStatus.RUNNING,
-        deployment__started_at__lt=grace,
-    ).exclude(step="")
-    ids = list(waiting.values_list("pk", flat=True))
+    # Regions released to the workers (their wave started, or a retry is due) whose message was
+    # lost: sent again, a later wave only once its bake time is over.
+    waiting = (
+        RegionDeployment.objects.filter(
+            status=RegionStatus.QUEUED, deployment__status__in=ACTIVE_DEPLOYMENT_STATUSES
+        )
+        .exclude(step="")
+        .select_related("deployment__stage")
+    )
+    ids = []
+    for rd in waiting:
+        deployment = rd.deployment
+        since = max(t for t in (deployment.started_at, deployment.created_at, rd.heartbeat_at) if t)
+        if since < grace and not bake_remaining(rd):
+            ids.append(rd.pk)
     if ids:
         enqueue_regions(ids)
         counts["resent"] += len(ids)
+
+    running = Deployment.objects.filter(status=DeploymentStatus.RUNNING, started_at__lt=grace)
+    for deployment in running.prefetch_related("regions"):
+        regions = list(deployment.regions.all())
+        if deployment.release_id is None:
+            _reap_build(deployment, counts)
+        elif not any(r.status == RegionStatus.RUNNING or (r.status == RegionStatus.QUEUED and r.step)
+                     for r in regions):  # fmt: skip
+            # Nothing running or released: the worker died between the build and the first
+            # wave, or before the deployment's final status was written.
+            _enqueue_start(deployment.pk)
+            counts["restarted"] += 1
     return counts
+
+
+def _reap_build(deployment: Deployment, counts: dict[str, int]) -> None:
+    """A build silent past BUILD_TIMEOUT lost its worker: build again (a redelivered or re-sent
+    start_deployment re-claims it), or fail the deployment once it was restarted enough."""
+    if not build_is_stale(deployment):
+        return
+    if build_restarts(deployment.pk) < BUILD_RESTARTS:
+        _enqueue_start(deployment.pk)
+        counts["rebuilt"] += 1
+        return
+    changed = Deployment.objects.filter(
+        pk=deployment.pk, status=DeploymentStatus.RUNNING, release__isnull=True,
+        started_at=deployment.started_at,
+    ).update(started_at=timezone.now())  # fmt: skip
+    if changed:
+        fail_unstarted(
+            deployment,
+            f"Build failed: its worker stopped and the build was silent for more than "
+            f"{settings.BUILD_TIMEOUT} s, {BUILD_RESTARTS + 1} time(s); not building it again.",
+        )
+        counts["build_failed"] += 1

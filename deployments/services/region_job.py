@@ -25,13 +25,15 @@ from regions.aws.session import AwsError, account_id
 from regions.models import AppRegion, StagePlacement
 
 from ..choices import DeploymentKind, DeploymentStatus, EventLevel, FailurePolicy, RegionStatus
-from ..models import Deployment, RegionDeployment, Release
+from ..models import Deployment, DeploymentEvent, RegionDeployment, Release
 from .deploy import failure_policy, finish_if_done, release_env
 from .events import log_event
 
 logger = logging.getLogger("controlplane.deployments")
 
 READY = "ready"  # step marker: the region was released to the workers (its wave started)
+REBUILD = "rebuild"  # event step: a build whose worker died was started again
+BUILD_RESTARTS = 1  # builds restarted after a dead worker before the deployment is failed
 DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "prune")
 ROLLBACK_STEPS = ("alias", "verify")
 VERSION_MARKER = "cp-release-{release_id} "
@@ -657,8 +659,11 @@ def build_release(deployment: Deployment) -> bool:
     claimed = Deployment.objects.filter(
         pk=deployment.pk, status=DeploymentStatus.QUEUED, started_at__isnull=True
     ).update(status=DeploymentStatus.RUNNING, started_at=timezone.now())
-    if not claimed:
-        return False  # another worker is building it
+    if claimed:
+        notify_started(deployment.pk)
+    else:
+        if not reclaim_stale_build(deployment.pk):
+            return False  # another worker is building it
 
     def emit(level: str, line: str) -> None:
         log_event(deployment_id=deployment.pk, level=level, step="build", message=line)
@@ -677,6 +682,53 @@ def build_release(deployment: Deployment) -> bool:
         return False
     Deployment.objects.filter(pk=deployment.pk).update(release=release)
     return True
+
+
+def build_last_alive(deployment: Deployment):
+    """When a build last showed signs of life: its start, or its newest log line (a build emits
+    a line per phase and its command's output, and is stopped past BUILD_TIMEOUT anyway)."""
+    newest = (
+        DeploymentEvent.objects.filter(deployment_id=deployment.pk)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    return max(t for t in (deployment.started_at, newest, deployment.created_at) if t is not None)
+
+
+def build_is_stale(deployment: Deployment) -> bool:
+    """A running deployment with no release whose build has been silent past BUILD_TIMEOUT: the
+    worker building it died."""
+    return (
+        deployment.status == DeploymentStatus.RUNNING
+        and deployment.release_id is None
+        and build_last_alive(deployment) < timezone.now() - timedelta(seconds=settings.BUILD_TIMEOUT)
+    )
+
+
+def build_restarts(deployment_id: int) -> int:
+    return DeploymentEvent.objects.filter(deployment_id=deployment_id, step=REBUILD).count()
+
+
+def reclaim_stale_build(deployment_id: int) -> bool:
+    """Take over the build of a deployment whose builder died (compare-and-set on started_at, so
+    of two workers only one restarts it); True when this worker should build it again."""
+    deployment = Deployment.objects.get(pk=deployment_id)
+    if not build_is_stale(deployment):
+        return False
+    claimed = Deployment.objects.filter(
+        pk=deployment.pk,
+        status=DeploymentStatus.RUNNING,
+        release__isnull=True,
+        started_at=deployment.started_at,
+    ).update(started_at=timezone.now())
+    if claimed:
+        log_event(
+            deployment_id=deployment.pk, level=EventLevel.WARNING, step=REBUILD,
+            message=f"The build went silent for more than {settings.BUILD_TIMEOUT} s (its worker "
+            "stopped); building again.",
+        )  # fmt: skip
+    return bool(claimed)
 
 
 def fail_unstarted(deployment: Deployment, message: str) -> None:

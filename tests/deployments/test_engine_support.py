@@ -43,18 +43,20 @@ class RecordingBroker:
         """The broker lost everything sent so far."""
         self.sent = []
 
-    def deliver(self, *, rounds: int = 50, only: str | None = None) -> None:
-        """Run what was sent, and what that sends, until nothing is left (a worker with a queue)."""
+    def deliver(self, *, rounds: int = 50, only: str | None = None, early: bool = True) -> None:
+        """Run what was sent, and what that sends, until nothing is left (a worker with a queue).
+        Notifications are not delivered (dropped). ``only`` runs one task's messages and keeps the
+        rest; ``early=False`` keeps the messages sent with a countdown (bake time) too."""
         from deployments.services.region_job import RetryLater, run_region, start
 
         for _ in range(rounds):
-            taken = self.take()
-            messages = [
-                m for m in taken if only in (None, m.task) and m.task != "workers.deliver_notification"
-            ]
-            self.sent.extend(m for m in taken if m not in messages)
-            if only is None:
-                self.sent = [m for m in self.sent if m.task != "workers.deliver_notification"]
+            messages, kept = [], []
+            for m in self.take():
+                if m.task == "workers.deliver_notification":
+                    continue
+                due = only in (None, m.task) and (early or not m.countdown)
+                (messages if due else kept).append(m)
+            self.sent.extend(kept)
             if not messages:
                 return
             for message in messages:
