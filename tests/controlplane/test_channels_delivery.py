@@ -5,6 +5,7 @@ import time
 
 import pytest
 from django.core import mail
+from django.utils import timezone
 from moto.backends import get_backend
 
 from controlplane import notify
@@ -12,6 +13,7 @@ from controlplane.channels.webhook import verify
 from controlplane.choices import NotificationStatus
 from controlplane.models import Channel, Notification
 from tests.support.alerting import make_channel
+from tests.support.receivers import Reply
 
 ACCOUNT = "123456789012"
 
@@ -138,3 +140,44 @@ def test_slack_5xx_and_throttling_are_transient(team, slack, status):
     assert outcome.status == NotificationStatus.PENDING and outcome.retry_in == 10
     row.refresh_from_db()
     assert row.attempts == 1 and row.response_code == status and row.status == NotificationStatus.PENDING
+
+
+def test_webhook_that_answers_after_the_timeout_is_delivered_on_retry(team, http_server, settings):
+    settings.NOTIFY_TIMEOUT = 0.5
+    receiver = http_server()
+    receiver.then(Reply(200, b"ok", delay=2.0))  # the first request outlasts the timeout
+    channel = make_channel(team, "webhook", receiver.url + "/hook")
+    row = Notification.objects.create(
+        channel=channel, event="health_down", payload={"event": "health_down", "title": "t", "text": "x"}
+    )
+    started = time.monotonic()
+    first = notify.deliver_notification(notification_id=row.pk)
+    assert time.monotonic() - started < 1.8  # it gave up at the timeout, not when the answer came
+    assert first.status == NotificationStatus.PENDING and first.retry_in == 10
+    row.refresh_from_db()
+    assert row.error == "Timed out after 0.5s." and row.response_code is None and row.attempts == 1
+
+    Notification.objects.filter(pk=row.pk).update(next_attempt_at=timezone.now())  # backoff over
+    second = notify.deliver_notification(notification_id=row.pk)
+    assert second.status == NotificationStatus.SENT
+    row.refresh_from_db()
+    assert (row.status, row.attempts, row.response_code, row.error) == ("sent", 2, 200, "")
+    first_try, second_try = receiver.received("POST")
+    assert first_try.headers["x-controlplane-delivery"] == second_try.headers["x-controlplane-delivery"]
+    assert Channel.objects.get(pk=channel.pk).enabled
+
+
+@pytest.mark.parametrize(("status", "body"), [(410, "channel_is_archived"), (404, "no_service")])
+def test_slack_webhook_that_is_gone_disables_the_channel(team, slack, status, body):
+    slack.respond(status, body)
+    channel = make_channel(team, "slack", slack.url + "/services/T0/B0/XXXX")
+    row = Notification.objects.create(
+        channel=channel, event="health_down", payload={"event": "health_down", "title": "t", "text": "x"}
+    )
+    outcome = notify.deliver_notification(notification_id=row.pk)
+    assert outcome.status == NotificationStatus.FAILED and outcome.retry_in is None
+    row.refresh_from_db()
+    assert row.status == NotificationStatus.FAILED and row.response_code == status and row.attempts == 1
+    channel.refresh_from_db()
+    assert not channel.enabled and channel.disabled_reason == f"HTTP {status}: {body}"
+    assert len(slack.received("POST")) == 1
