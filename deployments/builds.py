@@ -1,15 +1,20 @@
 """Builds from git: fetch one exact commit, run the app's build command in a clean environment,
 zip the output deterministically and store it as an artifact.
 
-The same git tree is built once per app: a later deploy of a commit with an identical tree (a merge
-commit, a revert, a re-push) reuses the artifact. The whole build, fetch included, has
-``settings.BUILD_TIMEOUT`` seconds. The app's git credential reaches git through ``GIT_ASKPASS``
-(or an ssh key file) only: it is never on a command line, never in the build command's
-environment, and redacted from every line logged.
+The same git tree is built once per app and build recipe (build command, output folder, runtime): a
+later deploy of a commit with an identical tree (a merge commit, a revert, a re-push) reuses the
+artifact unless the recipe changed since. A built zip names its tree and recipe in its archive
+comment (see ``build_comment``), so an artifact says what it was built from.
+
+The whole build, fetch included, has ``settings.BUILD_TIMEOUT`` seconds. The app's git credential
+reaches git through ``GIT_ASKPASS`` (or an ssh key file) only: it is never on a command line, never
+in the build command's environment, and redacted from every line logged.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -37,6 +42,7 @@ SHA_RE = re.compile(r"^[0-9a-fA-F]{7,64}$")
 # Zip entries carry this date, so the same files always make the same bytes (zip's epoch: 1980).
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_LOGGED_LINES = 5000
+REUSE_CANDIDATES = 10  # artifacts of one tree looked at for one with the current recipe
 TAIL_LINES = 20
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # ext:: and fd:: run commands; only real network transports (and file:// for local mirrors) are allowed.
@@ -48,6 +54,42 @@ case "$1" in
   *) printf '%s\\n' "$CONTROLPLANE_GIT_PASSWORD" ;;
 esac
 """
+
+
+def build_recipe(app: App) -> str:
+    """A sha256 over what, besides the git tree, decides what a build produces: the build
+    command, the folder zipped and the runtime. Two builds reuse each other only when it matches."""
+    recipe = {
+        "build_command": app.build_command or "",
+        "build_output_dir": (app.build_output_dir or "").strip().strip("/"),
+        "runtime": app.runtime,
+    }
+    return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()
+
+
+def build_comment(*, tree: str, recipe: str) -> bytes:
+    """The archive comment of a built zip: the tree and the recipe it was built with. Lambda
+    ignores it; it makes the zip's bytes (and so the artifact) differ per recipe."""
+    return f"controlplane build tree={tree} recipe={recipe}".encode()
+
+
+def reusable_artifact(*, app: App, tree: str) -> Artifact | None:
+    """The newest stored artifact of ``app`` built from ``tree`` with the app's current recipe,
+    or None. Artifacts built before recipes were recorded (no comment) are never reused."""
+    if not tree:
+        return None
+    wanted = build_comment(tree=tree, recipe=build_recipe(app))
+    candidates = Artifact.objects.filter(app=app, tree_sha=tree).order_by("-created_at", "-id")
+    for candidate in candidates[:REUSE_CANDIDATES]:
+        try:
+            if not artifacts.is_stored(candidate):
+                continue
+            with zipfile.ZipFile(artifacts.artifact_path(candidate)) as archive:
+                if archive.comment == wanted:
+                    return candidate
+        except (artifacts.ArtifactUnavailable, AwsError, OSError, zipfile.BadZipFile):
+            continue  # cannot tell: building again is always safe
+    return None
 
 
 class BuildFailed(DomainError):
@@ -218,22 +260,30 @@ class _Build:
     def run(self) -> Artifact:
         commit = self.fetch()
         tree = self.git_output("rev-parse", f"{commit}^{{tree}}") or ""
-        built = Artifact.objects.filter(app=self.app, tree_sha=tree).order_by("-created_at").first()
-        if tree and built is not None and artifacts.is_stored(built):
+        built = reusable_artifact(app=self.app, tree=tree)
+        if built is not None:
             self.log(
                 EventLevel.INFO,
-                f"Commit {commit[:12]} has tree {tree[:12]}, built before as artifact {built.sha256[:12]}: "
-                "reusing it, no build.",
+                f"Commit {commit[:12]} has tree {tree[:12]}, built before with the same build command, "
+                f"output folder and runtime as artifact {built.sha256[:12]}: reusing it, no build.",
             )
             built.reused = True
             return built
+        if tree and Artifact.objects.filter(app=self.app, tree_sha=tree).exists():
+            self.log(
+                EventLevel.INFO,
+                f"Tree {tree[:12]} was built before with another build command, output folder or "
+                "runtime: building it again.",
+            )
         # Nothing the build runs may read the git credential.
         _remove_tree(self.secrets_dir)
         if self.app.build_command:
             self.run_build_command(commit, tree)
         output = self.output_dir()
         archive = self.workdir / "artifact.zip"
-        count, unzipped = zip_tree(output, archive)
+        count, unzipped = zip_tree(
+            output, archive, comment=build_comment(tree=tree, recipe=build_recipe(self.app))
+        )
         try:
             with archive.open("rb") as fileobj:
                 artifact = artifacts.store_artifact(
@@ -306,10 +356,11 @@ class _Build:
         return output
 
 
-def zip_tree(root: Path, destination: Path) -> tuple[int, int]:
+def zip_tree(root: Path, destination: Path, *, comment: bytes = b"") -> tuple[int, int]:
     """Zip the files under ``root`` (not ``.git``) into ``destination``, deterministically: entries
-    sorted by path, one fixed date, modes reduced to 644/755, symlinks kept as links. The same
-    files always give the same bytes. Returns (number of entries, unzipped bytes).
+    sorted by path, one fixed date, modes reduced to 644/755, symlinks kept as links, then the
+    archive ``comment``. The same files and comment always give the same bytes. Returns (number of
+    entries, unzipped bytes).
 
     Raises BuildFailed when the files are over Lambda's unzipped limit (checked before zipping)."""
     entries: list[tuple[str, Path]] = []
@@ -331,6 +382,7 @@ def zip_tree(root: Path, destination: Path) -> tuple[int, int]:
             )
     entries.sort()
     with zipfile.ZipFile(destination, "w") as archive:
+        archive.comment = comment
         for name, path in entries:
             info = zipfile.ZipInfo(name, date_time=ZIP_DATE)
             info.create_system = 3  # unix, so the mode bits below are honoured

@@ -189,6 +189,61 @@ def test_a_commit_with_a_tree_built_before_reuses_its_artifact(app, repo):
     assert Artifact.objects.filter(app=app).count() == 1
 
 
+def test_a_changed_build_command_builds_the_same_tree_again(app, repo):
+    first = repo.commit({"app.py": HANDLER}, "Code")
+    app.build_command = "echo one > built.txt"
+    app.save()
+    one = build_artifact(app=app, sha=first, emit=Log())
+    assert zip_files(one)["built.txt"] == b"one\n"
+
+    app.build_command = "echo two > built.txt"
+    app.save()
+    log = Log()
+    second = repo.commit({}, "Same tree, new build command")
+    two = build_artifact(app=app, sha=second, emit=log)
+
+    assert two.pk != one.pk and zip_files(two)["built.txt"] == b"two\n"
+    assert "reusing it" not in log.text and "building it again" in log.text
+    assert two.tree_sha == one.tree_sha == repo.tree(first)
+
+    # Back to the first command: the artifact it made is reused again.
+    app.build_command = "echo one > built.txt"
+    app.save()
+    log = Log()
+    again = build_artifact(app=app, sha=second, emit=log)
+    assert again.pk == one.pk and "reusing it, no build" in log.text
+
+
+def test_a_changed_output_dir_builds_the_same_tree_again(app, repo):
+    sha = repo.commit({"app.py": HANDLER, "dist/app.py": HANDLER.replace("v1", "dist")}, "Code")
+    built = build_artifact(app=app, sha=sha, emit=Log())
+    assert "dist/app.py" in zip_files(built)
+
+    app.build_output_dir = "dist"
+    app.save()
+    log = Log()
+    rebuilt = build_artifact(app=app, sha=sha, emit=log)
+
+    assert rebuilt.pk != built.pk and "reusing it" not in log.text
+    assert set(zip_files(rebuilt)) == {"app.py"} and b"dist" in zip_files(rebuilt)["app.py"]
+
+
+def test_a_changed_runtime_builds_the_same_tree_again(app, repo):
+    sha = repo.commit({"app.py": HANDLER}, "Code")
+    app.build_command = 'echo "$(ls)" > /dev/null'
+    app.save()
+    built = build_artifact(app=app, sha=sha, emit=Log())
+
+    app.runtime = "python3.13"
+    app.save()
+    log = Log()
+    rebuilt = build_artifact(app=app, sha=sha, emit=log)
+
+    assert rebuilt.pk != built.pk and "reusing it" not in log.text
+    assert "$ echo" in log.text
+    assert Artifact.objects.filter(app=app, tree_sha=repo.tree(sha)).count() == 2
+
+
 def test_the_same_files_always_zip_to_the_same_bytes(tmp_path):
     def make(folder: Path, mtime: int) -> bytes:
         (folder / "pkg").mkdir(parents=True)
