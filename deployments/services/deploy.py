@@ -446,8 +446,10 @@ def finish_if_done(*, deployment_id: int) -> str | None:
         + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
         + ".",
     )
-    if deployment.kind == DeploymentKind.ROLLBACK or status == DeploymentStatus.ROLLED_BACK:
-        event = "rollback"
+    if status == DeploymentStatus.ROLLED_BACK or (
+        deployment.kind == DeploymentKind.ROLLBACK and status == DeploymentStatus.SUCCEEDED
+    ):
+        event = "rollback"  # the policy moved regions back, or a rollback did what it was asked
     elif status == DeploymentStatus.SUCCEEDED:
         event = "deploy_succeeded"
     elif status in (DeploymentStatus.FAILED, DeploymentStatus.PARTIALLY_FAILED):

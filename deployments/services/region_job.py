@@ -247,6 +247,14 @@ class RegionRun:
         """A failed region after its alias moved is moved back when the stage's policy says so."""
         moved = self.steps().index(step) > self.steps().index("alias")
         if moved and failure_policy(self.stage) == FailurePolicy.ROLLBACK and self.rd.previous_version:
+            if self.deployment.kind == DeploymentKind.ROLLBACK:
+                self.log(
+                    f"Alias {self.stage.name} stays on version {self.rd.version}: this was a "
+                    f"rollback, and moving it back would restore version {self.rd.previous_version}, "
+                    "the one being rolled away from.",
+                    step=step, level=EventLevel.WARNING,
+                )  # fmt: skip
+                return RegionStatus.FAILED
             move_alias_back(self.rd, log=self.log)
             return RegionStatus.ROLLED_BACK
         return RegionStatus.FAILED
