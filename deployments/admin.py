@@ -4,7 +4,9 @@ history (read-only: releases, deployments and their log are records, changed onl
 from django import forms
 from django.contrib import admin
 
+from controlplane.access import UserPrincipal
 from controlplane.admin import MaskedSecretsAdmin, ReadOnlyAdmin, WriteOnlySecretsForm
+from controlplane.errors import DomainError
 
 from .models import (
     App,
@@ -17,6 +19,7 @@ from .models import (
     Stage,
     WebhookDelivery,
 )
+from .services.apps import check_env_var, record_env_change
 
 MASK = "••••••"
 
@@ -54,6 +57,17 @@ class EnvVarForm(WriteOnlySecretsForm):
             self.add_error("value", "Set a new value to make this variable non-secret.")
         return cleaned
 
+    def _post_clean(self):
+        # The instance now holds the submitted values: apply the API's rules to it (Lambda's key
+        # rule, the app's stages and regions, duplicates, the 4 KB limit).
+        super()._post_clean()
+        if self.errors or getattr(self.instance, "app_id", None) is None:
+            return
+        try:
+            check_env_var(self.instance)
+        except DomainError as exc:
+            self.add_error(None, exc.detail)
+
 
 @admin.register(EnvVar)
 class EnvVarAdmin(MaskedSecretsAdmin):
@@ -72,6 +86,11 @@ class EnvVarAdmin(MaskedSecretsAdmin):
         if obj is None or not obj.secret:
             kwargs.setdefault("widgets", {})["value"] = forms.Textarea(attrs={"rows": 2})
         return super().get_form(request, obj, change=change, **kwargs)
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        record_env_change(env_var=obj, principal=UserPrincipal(user=request.user), created=not change,
+                          request=request)  # fmt: skip
 
     @admin.display(description="value")
     def shown_value(self, env_var: EnvVar) -> str:

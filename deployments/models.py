@@ -103,6 +103,9 @@ class Stage(models.Model):
         return f"{self.app.slug}/{self.name}"
 
 
+ENV_DUPLICATE_MESSAGE = "This key is already set for this stage and region; change that one instead."
+
+
 class EnvVar(models.Model):
     """An env var of an app, optionally narrowed to a stage and/or a region. The value is always
     encrypted at rest; ``secret`` decides whether the API and admin show it."""
@@ -127,21 +130,25 @@ class EnvVar(models.Model):
                 fields=["app", "key"],
                 condition=models.Q(stage__isnull=True, region__isnull=True),
                 name="env_unique_app",
+                violation_error_message=ENV_DUPLICATE_MESSAGE,
             ),
             models.UniqueConstraint(
                 fields=["app", "stage", "key"],
                 condition=models.Q(stage__isnull=False, region__isnull=True),
                 name="env_unique_stage",
+                violation_error_message=ENV_DUPLICATE_MESSAGE,
             ),
             models.UniqueConstraint(
                 fields=["app", "region", "key"],
                 condition=models.Q(stage__isnull=True, region__isnull=False),
                 name="env_unique_region",
+                violation_error_message=ENV_DUPLICATE_MESSAGE,
             ),
             models.UniqueConstraint(
                 fields=["app", "stage", "region", "key"],
                 condition=models.Q(stage__isnull=False, region__isnull=False),
                 name="env_unique_stage_region",
+                violation_error_message=ENV_DUPLICATE_MESSAGE,
             ),
         ]
 

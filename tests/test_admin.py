@@ -223,3 +223,31 @@ def test_the_admin_revokes_tokens(staff, world):
 
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+@pytest.mark.parametrize(
+    ("changes", "needle"),
+    [
+        ({"key": "AWS_REGION"}, "reserved"),
+        ({"key": "MODE"}, "already set for this stage and region"),
+        ({"value": "x" * 5000}, "4096-byte limit"),
+    ],
+)
+def test_the_admin_applies_the_api_rules_to_env_vars(staff, world, changes, needle):
+    var = world["secret_var"]
+
+    answer = staff.post(_url(EnvVar, "change", var.pk), _env_form(var, **changes))
+
+    assert answer.status_code == 200 and needle in answer.content.decode()
+    var.refresh_from_db()
+    assert (var.key, var.value) == ("API_KEY", ENV_SECRET)
+
+
+def test_an_env_change_in_the_admin_is_audited_without_its_value(staff, world):
+    var = world["secret_var"]
+
+    staff.post(_url(EnvVar, "change", var.pk), _env_form(var, value="rotated-value"))
+
+    entry = AuditEntry.objects.filter(action="env.update").get()
+    assert entry.actor == "user:root" and entry.changes["key"] == "API_KEY"
+    assert "rotated-value" not in str(entry.changes) and ENV_SECRET not in str(entry.changes)

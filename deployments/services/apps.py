@@ -560,6 +560,34 @@ def _check_key(key: str) -> None:
         raise InvalidEnvVar(problem, fields={"key": [problem]})
 
 
+def check_env_var(env_var: EnvVar) -> None:
+    """Every rule ``set_env_var`` and ``update_env_var`` apply, for a row about to be saved some
+    other way (the Django admin): key, stage and region of the app, no duplicate, Lambda's 4 KB.
+    Raises InvalidEnvVar, DuplicateEnvVar or EnvTooLarge."""
+    _check_key(env_var.key)
+    _check_env_target(app=env_var.app, stage=env_var.stage, region=env_var.region)
+    others = list(EnvVar.objects.filter(app=env_var.app).exclude(pk=env_var.pk))
+    duplicate = any(
+        o.key == env_var.key and o.stage_id == env_var.stage_id and o.region_id == env_var.region_id
+        for o in others
+    )
+    if duplicate:
+        raise DuplicateEnvVar(_duplicate_message(env_var))
+    _check_env_size(app=env_var.app, rows=[*others, env_var])
+
+
+def record_env_change(*, env_var: EnvVar, principal: Principal | None, created: bool, request=None) -> None:
+    """The audit entry of an env var saved outside these services (keys only, never values)."""
+    audit.record(
+        team=env_var.app.team,
+        principal=principal,
+        action="env.create" if created else "env.update",
+        obj=env_var,
+        changes=_env_audit(env_var),
+        request=request,
+    )
+
+
 def set_env_var(
     *,
     principal: Principal | None,
