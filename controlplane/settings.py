@@ -165,7 +165,8 @@ STORAGES = {
     },
 }
 
-LOGIN_URL = "/admin/login/"
+LOGIN_URL = "ui:login"
+LOGIN_REDIRECT_URL = "ui:home"
 
 # --- Security (production) ------------------------------------------------------------------
 if PRODUCTION:

@@ -15,4 +15,5 @@ urlpatterns = [
     path("api/v1/", include("controlplane.api.urls")),
     path("api/v1/", include("regions.api.urls")),
     path("api/v1/", include("deployments.api.urls")),
+    path("", include("deployments.urls")),  # the team web UI
 ]
