@@ -1,0 +1,436 @@
+"""The team web UI: sign-in, team scoping, what each page shows, and the rollback/unpin forms."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.test import Client
+from django.utils import timezone
+
+from controlplane.choices import Role
+from deployments.choices import DeploymentKind, DeploymentStatus, RegionStatus
+from deployments.models import Artifact, Deployment, RegionDeployment, Stage
+from deployments.services.deploy import create_release
+from deployments.services.events import log_event
+from regions.aws import lambda_
+from regions.models import AppRegion, Incident, StagePlacement
+from tests.factories import (
+    AppFactory,
+    AppRegionFactory,
+    EnvVarFactory,
+    MembershipFactory,
+    RegionFactory,
+    StageFactory,
+    TeamFactory,
+    UserFactory,
+)
+
+SECRET = "pa55-very-secret-value"
+REGIONS = ["eu-west-1", "us-east-1"]
+
+
+@pytest.fixture
+def app(team):
+    """``acme/shop`` in two regions with a production stage, a plain and a secret env var."""
+    app = AppFactory(team=team, slug="shop", name="Shop")
+    for code in REGIONS:
+        AppRegionFactory(app=app, region=RegionFactory(code=code))
+    StageFactory(app=app, name="production", domain="shop.example.com")
+    EnvVarFactory(app=app, key="GREETING", value="hello-plain")
+    EnvVarFactory(app=app, key="DB_PASSWORD", value=SECRET, secret=True)
+    return app
+
+
+@pytest.fixture
+def foreign_app(other_team):
+    app = AppFactory(team=other_team, slug="intranet")
+    AppRegionFactory(app=app, region=RegionFactory(code="us-east-1"))
+    StageFactory(app=app, name="production")
+    return app
+
+
+@pytest.fixture
+def browser_for(db):
+    """``browser_for(team, role)``: a Django test client signed in as a new member of ``team``."""
+
+    def make(team, role: str = Role.DEPLOYER) -> Client:
+        user = UserFactory()
+        MembershipFactory(team=team, user=user, role=role)
+        client = Client()
+        client.force_login(user)
+        client.user = user
+        return client
+
+    return make
+
+
+def ship(app, *, stage="production", sha="a1b2c3d4e5f6a7b8", message="Add checkout", versions=None, ago=0):
+    """A succeeded deployment of a new release of ``stage``, live in every region of ``app``
+    (Lambda version per region from ``versions``), with a few log lines."""
+    stage = Stage.objects.get(app=app, name=stage)
+    artifact, _ = Artifact.objects.get_or_create(app=app, sha256=sha.ljust(64, "0"), defaults={"size": 10})
+    release = create_release(
+        app=app,
+        stage=stage,
+        artifact=artifact,
+        commit={
+            "sha": sha,
+            "branch": "main",
+            "message": message,
+            "author": "Ada Lovelace",
+            "url": f"https://github.com/acme/shop/commit/{sha}",
+        },
+        created_by="user:ada",
+    )
+    finished = timezone.now() - timedelta(minutes=ago)
+    deployment = Deployment.objects.create(
+        app=app,
+        stage=stage,
+        release=release,
+        kind=DeploymentKind.DEPLOY,
+        status=DeploymentStatus.SUCCEEDED,
+        commit_sha=release.commit_sha,
+        commit_branch=release.commit_branch,
+        commit_message=release.commit_message,
+        commit_author=release.commit_author,
+        commit_url=release.commit_url,
+        triggered_by="webhook:github",
+        started_at=finished - timedelta(seconds=42),
+        finished_at=finished,
+    )
+    versions = versions or {}
+    for placement in AppRegion.objects.filter(app=app).select_related("region"):
+        code = placement.region.code
+        version = versions.get(code, str(release.number))
+        RegionDeployment.objects.create(
+            deployment=deployment,
+            region=placement.region,
+            status=RegionStatus.SUCCEEDED,
+            version=version,
+            started_at=finished - timedelta(seconds=40),
+            finished_at=finished,
+        )
+        StagePlacement.objects.update_or_create(
+            placement=placement, stage=stage, defaults={"version": version, "release": release}
+        )
+    log_event(deployment_id=deployment.pk, step="queue", message=f"Deploy of commit {sha[:7]} queued.")
+    log_event(deployment_id=deployment.pk, step="alias", message="Moved alias production to the new version.")
+    return deployment
+
+
+def html(response) -> str:
+    return response.content.decode()
+
+
+# --- Sign-in ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/", "/apps/shop/", "/apps/shop/health/", "/deployments/1/"])
+def test_anonymous_visitors_are_sent_to_the_login_page(client, app, path):
+    response = client.get(path)
+    assert response.status_code == 302
+    assert response["Location"] == f"/login/?next={path}"
+
+
+def test_a_member_signs_in_with_username_and_password_and_lands_on_their_apps(client, team, app):
+    user = UserFactory(username="ada")
+    MembershipFactory(team=team, user=user, role=Role.VIEWER)
+    assert client.get("/login/").status_code == 200
+
+    wrong = client.post("/login/", {"username": "ada", "password": "nope"})
+    assert wrong.status_code == 200
+    assert "do not match" in html(wrong)
+
+    response = client.post("/login/", {"username": "ada", "password": "correct horse battery staple"})
+    assert response.status_code == 302
+    assert response["Location"] == "/"
+    home = client.get("/")
+    assert home.status_code == 200
+    assert "shop" in html(home)
+
+
+def test_sign_out_is_a_post_and_ends_the_session(browser_for, team, app):
+    browser = browser_for(team, Role.VIEWER)
+    response = browser.post("/logout/")
+    assert response.status_code == 302
+    assert browser.get("/").status_code == 302
+
+
+# --- Scoping ------------------------------------------------------------------------------------
+
+
+def test_home_lists_the_users_apps_with_stage_releases_and_health_counts(browser_for, team, app, foreign_app):
+    deployment = ship(app)
+    StagePlacement.objects.filter(placement__region__code="us-east-1").update(health_status="down")
+    StagePlacement.objects.filter(placement__region__code="eu-west-1").update(health_status="up")
+    page = html(browser_for(team, Role.VIEWER).get("/"))
+    assert 'href="/apps/shop/"' in page
+    assert "acme" in page
+    for code in REGIONS:
+        assert code in page
+    assert f"#{deployment.release.number}" in page
+    assert "a1b2c3d" in page
+    assert "1 up" in page and "1 down" in page and "0 unknown" in page
+    assert "intranet" not in page  # another team's app
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/apps/intranet/",
+        "/apps/intranet/health/",
+        "/apps/nonexistent/",
+    ],
+)
+def test_another_teams_app_is_a_404(browser_for, team, app, foreign_app, path):
+    response = browser_for(team).get(path)
+    assert response.status_code == 404
+    assert "No app" in html(response)  # the same answer as for an app that does not exist
+    assert "globex" not in html(response)
+
+
+def test_another_teams_deployment_is_a_404(browser_for, team, app, foreign_app):
+    theirs = ship(foreign_app, message="Their secret roadmap")
+    response = browser_for(team).get(f"/deployments/{theirs.pk}/")
+    assert response.status_code == 404
+    assert theirs.commit_message not in html(response)
+
+
+def test_another_teams_stage_can_not_be_rolled_back_or_unpinned(browser_for, team, app, foreign_app):
+    Stage.objects.filter(app=foreign_app).update(pinned=True, pinned_reason="theirs")
+    browser = browser_for(team, Role.ADMIN)
+    assert browser.post("/apps/intranet/stages/production/unpin/").status_code == 404
+    assert browser.post("/apps/intranet/stages/production/rollback/").status_code == 404
+    assert Stage.objects.get(app=foreign_app).pinned
+
+
+def test_an_app_slug_in_two_of_the_users_teams_asks_which_team(browser_for, team, other_team, app):
+    AppFactory(team=other_team, slug="shop", name="Globex shop")
+    stranger = TeamFactory(slug="initech")
+    AppFactory(team=stranger, slug="shop")
+    browser = browser_for(team)
+    MembershipFactory(team=other_team, user=browser.user, role=Role.VIEWER)
+
+    response = browser.get("/apps/shop/")
+    assert response.status_code == 404
+    page = html(response)
+    assert 'href="/apps/shop/?team=acme"' in page
+    assert 'href="/apps/shop/?team=globex"' in page
+    assert "initech" not in page  # not one of the user's teams
+
+    chosen = browser.get("/apps/shop/?team=globex")
+    assert chosen.status_code == 200
+    assert "Globex shop" in html(chosen)
+    assert browser.get("/apps/shop/?team=initech").status_code == 404
+    home = html(browser.get("/"))
+    assert 'href="/apps/shop/?team=acme"' in home and 'href="/apps/shop/?team=globex"' in home
+
+
+# --- Pages --------------------------------------------------------------------------------------
+
+
+def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, team, app):
+    deployment = ship(app, message="Add checkout\n\nLonger body.")
+    response = browser_for(team, Role.VIEWER).get("/apps/shop/")
+    assert response.status_code == 200
+    page = html(response)
+    assert "production" in page and "shop.example.com" in page
+    for code in REGIONS:
+        assert code in page
+    assert f'href="/deployments/{deployment.pk}/"' in page
+    assert "Add checkout" in page and "Ada Lovelace" in page and "webhook:github" in page
+    assert 'href="https://github.com/acme/shop/commit/a1b2c3d4e5f6a7b8"' in page
+    assert "GREETING" in page and "hello-plain" in page
+    assert "DB_PASSWORD" in page
+
+
+def test_secret_env_values_never_appear_in_any_page(browser_for, team, app):
+    deployment = ship(app)
+    browser = browser_for(team, Role.ADMIN)
+    for path in ["/", "/apps/shop/", "/apps/shop/health/", f"/deployments/{deployment.pk}/"]:
+        response = browser.get(path)
+        assert response.status_code == 200
+        assert SECRET not in html(response), path
+
+
+def test_commit_text_is_escaped_and_only_web_links_are_linked(browser_for, team, app):
+    deployment = ship(app, message="<script>alert('x')</script> fix")
+    Deployment.objects.filter(pk=deployment.pk).update(commit_url="javascript:alert(1)")
+    browser = browser_for(team)
+    for path in ["/apps/shop/", f"/deployments/{deployment.pk}/"]:
+        page = html(browser.get(path))
+        assert "<script>alert(" not in page
+        assert "&lt;script&gt;" in page
+    assert "javascript:alert" not in html(browser.get(f"/deployments/{deployment.pk}/"))
+
+
+def test_health_page_shows_state_probe_latency_and_incidents_with_durations(browser_for, team, app):
+    ship(app)
+    now = timezone.now()
+    down = StagePlacement.objects.get(placement__region__code="us-east-1")
+    StagePlacement.objects.filter(pk=down.pk).update(
+        health_status="down", last_probe_at=now, last_latency_ms=812.4, consecutive_failures=3
+    )
+    StagePlacement.objects.filter(placement__region__code="eu-west-1").update(
+        health_status="up", last_probe_at=now, last_latency_ms=23.0
+    )
+    Incident.objects.create(stage_placement=down, opened_at=now - timedelta(minutes=5), reason="HTTP 502")
+    Incident.objects.create(
+        stage_placement=down,
+        opened_at=now - timedelta(days=1, minutes=10),
+        closed_at=now - timedelta(days=1),
+        reason="timed out",
+    )
+    response = browser_for(team, Role.VIEWER).get("/apps/shop/health/")
+    assert response.status_code == 200
+    page = html(response)
+    assert "status-down" in page and "status-up" in page
+    assert "812 ms" in page and "23 ms" in page
+    assert "HTTP 502" in page and "timed out" in page
+    assert "open 5m" in page  # the open incident's duration so far
+    assert "10m 00s" in page  # the closed one's
+
+
+def test_deployment_page_shows_commit_regions_and_the_event_log(browser_for, team, app):
+    first = ship(app, sha="1111111aaaaaaa", ago=10)
+    second = ship(app, sha="2222222bbbbbbb", message="Second", versions={"us-east-1": "7"})
+    Deployment.objects.filter(pk=second.pk).update(previous_release=first.release)
+    RegionDeployment.objects.filter(deployment=second, region__code="us-east-1").update(previous_version="1")
+    response = browser_for(team, Role.VIEWER).get(f"/deployments/{second.pk}/")
+    assert response.status_code == 200
+    page = html(response)
+    assert 'href="https://github.com/acme/shop/commit/2222222bbbbbbb"' in page
+    assert "2222222" in page and "Second" in page
+    assert "replacing #1" in page
+    assert 'data-region="us-east-1"' in page and ">7<" in page
+    assert "Deploy of commit 2222222 queued." in page
+    assert "Moved alias production to the new version." in page
+    assert 'data-active="false"' in page  # finished: nothing to follow
+
+
+def test_an_active_deployment_page_follows_the_events_api(browser_for, team, app):
+    deployment = ship(app)
+    Deployment.objects.filter(pk=deployment.pk).update(status=DeploymentStatus.RUNNING, finished_at=None)
+    browser = browser_for(team, Role.VIEWER)
+    page = html(browser.get(f"/deployments/{deployment.pk}/"))
+    assert 'data-active="true"' in page
+    assert f'data-events-url="/api/v1/deployments/{deployment.pk}/events/"' in page
+    assert 'data-after="2"' in page
+    assert "deployments/ui.js" in page
+
+    log_event(deployment_id=deployment.pk, step="verify", message="Health check passed.")
+    answer = browser.get(
+        f"/api/v1/deployments/{deployment.pk}/events/?after=2", HTTP_ACCEPT="application/json"
+    )
+    assert answer.status_code == 200
+    body = answer.json()
+    assert [e["message"] for e in body["results"]] == ["Health check passed."]
+    assert body["finished"] is False
+
+
+def test_alert_links_open_pages_for_a_member(browser_for, team, app):
+    deployment = ship(app)
+    browser = browser_for(team, Role.VIEWER)
+    assert browser.get(settings.HEALTH_URL_PATH.format(app=app.slug)).status_code == 200
+    assert browser.get(settings.DEPLOYMENT_URL_PATH.format(id=deployment.pk)).status_code == 200
+
+
+# --- Actions ------------------------------------------------------------------------------------
+
+
+def test_viewers_see_no_rollback_or_unpin_buttons(browser_for, team, app):
+    ship(app, sha="1111111aaaaaaa", ago=10)
+    ship(app, sha="2222222bbbbbbb")
+    Stage.objects.filter(app=app).update(pinned=True, pinned_reason="Rolled back by ada")
+    page = html(browser_for(team, Role.VIEWER).get("/apps/shop/"))
+    assert "Rolled back by ada" in page
+    assert "/stages/production/rollback/" not in page and "Roll back" not in page
+    assert "/stages/production/unpin/" not in page and ">Unpin<" not in page
+
+    deployer_page = html(browser_for(team, Role.DEPLOYER).get("/apps/shop/"))
+    assert "/stages/production/rollback/" in deployer_page and "Roll back to #1" in deployer_page
+    assert "/stages/production/unpin/" in deployer_page
+
+
+def test_a_viewers_post_is_refused_and_changes_nothing(browser_for, team, app):
+    ship(app, sha="1111111aaaaaaa", ago=10)
+    ship(app, sha="2222222bbbbbbb")
+    Stage.objects.filter(app=app).update(pinned=True, pinned_reason="hold")
+    viewer = browser_for(team, Role.VIEWER)
+    assert viewer.post("/apps/shop/stages/production/unpin/").status_code == 403
+    assert viewer.post("/apps/shop/stages/production/rollback/").status_code == 403
+    assert Stage.objects.get(app=app).pinned
+    assert Deployment.objects.filter(app=app, kind=DeploymentKind.ROLLBACK).count() == 0
+
+
+def test_forms_need_the_csrf_token(team, app):
+    user = UserFactory()
+    MembershipFactory(team=team, user=user, role=Role.DEPLOYER)
+    Stage.objects.filter(app=app).update(pinned=True)
+    client = Client(enforce_csrf_checks=True)
+    client.force_login(user)
+    assert client.post("/apps/shop/stages/production/unpin/").status_code == 403
+    assert Stage.objects.get(app=app).pinned
+
+
+def test_a_deployer_unpins_a_stage(browser_for, team, app):
+    Stage.objects.filter(app=app).update(
+        pinned=True, pinned_reason="Rolled back to release #1", pinned_at=timezone.now()
+    )
+    response = browser_for(team, Role.DEPLOYER).post("/apps/shop/stages/production/unpin/", follow=True)
+    assert response.redirect_chain[-1][0] == "/apps/shop/"
+    stage = Stage.objects.get(app=app)
+    assert not stage.pinned and stage.pinned_reason == "" and stage.pinned_at is None
+    assert "production is unpinned" in html(response)
+
+
+def test_rollback_moves_to_the_previous_release_and_opens_the_new_deployment(
+    browser_for, team, app, monkeypatch
+):
+    first = ship(app, sha="1111111aaaaaaa", ago=10)
+    ship(app, sha="2222222bbbbbbb")
+    monkeypatch.setattr(
+        lambda_, "get_version", lambda region, name, version, role_arn="": {"version": version}
+    )
+    response = browser_for(team, Role.DEPLOYER).post("/apps/shop/stages/production/rollback/", follow=True)
+    rollback = Deployment.objects.get(app=app, kind=DeploymentKind.ROLLBACK)
+    assert response.redirect_chain[-1][0] == f"/deployments/{rollback.pk}/"
+    assert rollback.release_id == first.release_id
+    assert Stage.objects.get(app=app).pinned
+    page = html(response)
+    assert "Rolling production back to release #1" in page
+    assert 'data-active="true"' in page
+
+
+def test_rollback_with_nothing_earlier_shows_why_and_creates_no_deployment(browser_for, team, app):
+    ship(app)
+    before = Deployment.objects.count()
+    response = browser_for(team, Role.DEPLOYER).post("/apps/shop/stages/production/rollback/", follow=True)
+    assert response.redirect_chain[-1][0] == "/apps/shop/"
+    assert "Rollback of production refused" in html(response)
+    assert "no earlier release to roll back to" in html(response)
+    assert Deployment.objects.count() == before
+    assert not Stage.objects.get(app=app).pinned
+
+
+def test_rollback_to_a_pruned_version_shows_the_plans_refusal_and_changes_nothing(
+    browser_for, team, app, monkeypatch
+):
+    ship(app, sha="1111111aaaaaaa", ago=10)
+    ship(app, sha="2222222bbbbbbb")
+    monkeypatch.setattr(lambda_, "get_version", lambda region, name, version, role_arn="": None)
+    before = Deployment.objects.count()
+    response = browser_for(team, Role.DEPLOYER).post("/apps/shop/stages/production/rollback/", follow=True)
+    page = html(response)
+    assert response.redirect_chain[-1][0] == "/apps/shop/"
+    assert "Release #1 cannot be restored" in page and "was pruned" in page
+    assert Deployment.objects.count() == before
+    assert not Stage.objects.get(app=app).pinned
+
+
+def test_actions_are_post_only(browser_for, team, app):
+    browser = browser_for(team, Role.ADMIN)
+    assert browser.get("/apps/shop/stages/production/unpin/").status_code == 405
+    assert browser.get("/apps/shop/stages/production/rollback/").status_code == 405
