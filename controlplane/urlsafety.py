@@ -48,29 +48,60 @@ class Target:
     path: str = "/"  # path and query, for the request line
 
 
+# IPv6 ranges that stand for an IPv4 address in their last 32 bits: a translator (NAT64, SIIT)
+# forwards the connection to it. RFC 6052's well-known NAT64 prefix and RFC 7915's IPv4-translated
+# addresses; IPv4-mapped and 6to4 are read with ipaddress' own properties.
+IPV4_IN_LAST_32_BITS = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("::ffff:0:0:0/96"))
+
+
+def embedded_ipv4(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 address leads to (IPv4-mapped ``::ffff:a.b.c.d``, NAT64
+    ``64:ff9b::a.b.c.d``, IPv4-translated ``::ffff:0:a.b.c.d``, 6to4 ``2002:aabb:ccdd::``), or None."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return None
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if any(ip in net for net in IPV4_IN_LAST_32_BITS):
+        return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    return None
+
+
+def _not_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What kind of non-public address ``ip`` is ("a loopback address", ...), or None."""
+    if ip.is_loopback:
+        return "a loopback address"
+    if ip.is_link_local:
+        return "a link-local address"
+    if ip.is_multicast:
+        return "a multicast address"
+    if ip.is_private:
+        return "a private address"
+    if ip.is_reserved or ip.is_unspecified or not ip.is_global:
+        return "not a public address"
+    return None
+
+
 def address_problem(address: str) -> str | None:
-    """None when a connection to ``address`` is allowed, otherwise why not."""
+    """None when a connection to ``address`` is allowed, otherwise why not. An IPv6 address that
+    wraps an IPv4 one (see :func:`embedded_ipv4`) is judged by the IPv4 address it leads to:
+    ``ipaddress`` calls NAT64 and 6to4 addresses global whatever they wrap."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
         return f"'{address}' is not an IP address."
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip in METADATA_ADDRESSES:
-        return f"{ip} is a cloud metadata address."
+    inner = embedded_ipv4(ip)
+    for candidate in (ip, inner):
+        if candidate in METADATA_ADDRESSES:
+            return f"{candidate} is a cloud metadata address."
     if settings.ALLOW_PRIVATE_URLS:
         return None
-    if ip.is_loopback:
-        return f"{ip} is a loopback address."
-    if ip.is_link_local:
-        return f"{ip} is a link-local address."
-    if ip.is_multicast:
-        return f"{ip} is a multicast address."
-    if ip.is_private:
-        return f"{ip} is a private address."
-    if ip.is_reserved or ip.is_unspecified or not ip.is_global:
-        return f"{ip} is not a public address."
-    return None
+    if inner is not None:
+        kind = _not_public(inner)
+        return f"{ip} leads to {inner}, {kind}." if kind else None
+    kind = _not_public(ip)
+    return f"{ip} is {kind}." if kind else None
 
 
 def parse(url: str) -> Target:
@@ -148,19 +179,28 @@ def ssl_context() -> ssl.SSLContext:
 
 
 class SafeTransport(httpx.HTTPTransport):
-    """An httpx transport that checks every request's URL and connects to the checked address.
+    """An httpx transport that checks every request's URL and connects to a checked address.
 
-    The request URL's host is swapped for the address that passed the check; the ``Host`` header
-    keeps the name, and TLS uses the name for SNI and certificate verification."""
+    The request URL's host is swapped for an address that passed the check; the ``Host`` header
+    keeps the name, and TLS uses the name for SNI and certificate verification. The addresses
+    are tried in the resolver's order until one accepts the connection (nothing has been sent
+    before that, so trying the next one cannot send a request twice)."""
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         target = parse(str(request.url))
-        address = resolve(target.host, target.port)[0]
-        if address != target.host:
-            request.url = request.url.copy_with(host=address)
-            if target.scheme == "https":
-                request.extensions = {**request.extensions, "sni_hostname": target.host}
-        return super().handle_request(request)
+        addresses = resolve(target.host, target.port)
+        original = request.url
+        for i, address in enumerate(addresses):
+            if address != target.host:
+                request.url = original.copy_with(host=address)
+                if target.scheme == "https":
+                    request.extensions = {**request.extensions, "sni_hostname": target.host}
+            try:
+                return super().handle_request(request)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                if i == len(addresses) - 1:
+                    raise
+        raise AssertionError("resolve() returns at least one address")  # pragma: no cover
 
 
 def safe_client(*, timeout: float) -> httpx.Client:

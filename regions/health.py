@@ -8,8 +8,9 @@ on asyncio streams rather than through an httpx client: on a 2-core machine http
 overhead caps one process near 1,000 probes/s, and a round must fit thousands of placements in
 one 10-second interval. Deliveries of alerts, which are few, use httpx.
 
-Connections go to the address that passed :mod:`controlplane.urlsafety` (resolved once per
-host per round), with TLS verified against the host name.
+Connections go to an address that passed :mod:`controlplane.urlsafety` (resolved once per
+host per round; each address in turn until one connects), with TLS verified against the host
+name.
 """
 
 from __future__ import annotations
@@ -86,14 +87,21 @@ async def _fetch(url: str, resolver: _Resolver) -> tuple[int, bytes]:
     """Status and the first BODY_LIMIT bytes of ``GET url``. Raises UnsafeURL, OSError,
     ssl.SSLError, h11.ProtocolError."""
     target = urlsafety.parse(url)
-    address = (await resolver.addresses(target.host, target.port))[0]
+    addresses = await resolver.addresses(target.host, target.port)
     https = target.scheme == "https"
-    reader, writer = await asyncio.open_connection(
-        address,
-        target.port,
-        ssl=urlsafety.ssl_context() if https else None,
-        server_hostname=target.host if https else None,
-    )
+    for i, address in enumerate(addresses):
+        # Every address passed the check; try them in the resolver's order until one connects.
+        try:
+            reader, writer = await asyncio.open_connection(
+                address,
+                target.port,
+                ssl=urlsafety.ssl_context() if https else None,
+                server_hostname=target.host if https else None,
+            )
+            break
+        except (OSError, ssl.SSLError):
+            if i == len(addresses) - 1:
+                raise
     try:
         conn = h11.Connection(h11.CLIENT)
         request = h11.Request(
