@@ -153,9 +153,26 @@ def _check_app_fields(data: dict) -> None:
         problems["memory_mb"] = ["Memory must be from 128 to 10240 MB."]
     if "timeout_s" in data and not 1 <= data["timeout_s"] <= 900:
         problems["timeout_s"] = ["The timeout must be from 1 to 900 seconds."]
+    if data.get("repo_url") and _has_password(data["repo_url"]):
+        problems["repo_url"] = [
+            "The URL carries a password or token; set it as the app's git_credential instead, "
+            "where it is stored encrypted and never shown."
+        ]
     if problems:
         field, messages = next(iter(problems.items()))
         raise InvalidApp(f"{field}: {messages[0]}", fields=problems)
+
+
+def _has_password(url: str) -> bool:
+    """True for ``https://user:token@host/...`` (and a bare token as the user of an http URL);
+    ``git@host:path`` and ``ssh://git@host/path`` name a user only."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return False
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    if not at:
+        return False
+    return ":" in userinfo or scheme.lower() in ("http", "https")
 
 
 def _check_domain(domain: str, hosted_zone_id: str, *, stage: Stage | None) -> None:

@@ -180,3 +180,26 @@ def test_delete_stage_removes_its_releases_and_deployments(app):
     assert not Release.objects.exists() and not Deployment.objects.exists()
     assert Artifact.objects.filter(pk=artifact.pk).exists()  # artifacts belong to the app
     assert AuditEntry.objects.filter(action="stage.delete").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("https://ada:ghp_token123@github.com/acme/shop.git", True),
+        ("https://ghp_token123@github.com/acme/shop.git", True),
+        ("ssh://git:pw@git.example.com/acme/shop.git", True),
+        ("https://github.com/acme/shop.git", False),
+        ("git@github.com:acme/shop.git", False),
+        ("ssh://git@git.example.com/acme/shop.git", False),
+    ],
+)
+def test_a_repo_url_carrying_a_credential_is_refused_and_never_stored(team, url, refused):
+    data = {"slug": "shop", "runtime": "python3.12", "handler": "app.handler", "repo_url": url}
+    if refused:
+        with pytest.raises(Exception, match="git_credential") as caught:
+            create_app(principal=None, team=team, data=data)
+        assert caught.value.code == "invalid_app"
+        assert not App.objects.exists()
+        assert "ghp_token123" not in str(list(AuditEntry.objects.values_list("changes", flat=True)))
+    else:
+        assert create_app(principal=None, team=team, data=data).repo_url == url
