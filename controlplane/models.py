@@ -186,3 +186,24 @@ class Notification(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+
+class NotificationAttempt(models.Model):
+    """One try at delivering a notification: what the receiver answered, or why it failed."""
+
+    notification = models.ForeignKey(Notification, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField()  # 1 for the first try
+    status = models.CharField(max_length=16, choices=NotificationStatus.choices)  # the row's after
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["notification", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["notification", "number"], name="one_attempt_per_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"attempt {self.number} of notification {self.notification_id}: {self.status}"

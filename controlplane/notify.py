@@ -1,6 +1,7 @@
 """Alerts: an event fans out to the team's subscribed channels as Notification rows, one per
 channel, each delivered by a task with retries. A row is the record of a delivery whatever
-happens to the task: the sweeper re-enqueues rows whose task was lost.
+happens to the task: the sweeper re-enqueues rows whose task was lost. Every try is logged as a
+NotificationAttempt (outcome, answer, error, how long it took).
 
 Delivery outcome: sent; pending again with a next attempt (timeouts, 5xx, throttling; at most
 ``NOTIFY_MAX_ATTEMPTS`` tries); or failed (permanent errors, out of tries). A target that is
@@ -11,6 +12,7 @@ also disables the channel, with the error as the reason, so it stops failing on 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,7 +26,7 @@ from . import audit
 from .channels import backend_for
 from .channels.base import DeliveryError, Message
 from .choices import AlertEvent, NotificationStatus
-from .models import Channel, Notification
+from .models import Channel, Notification, NotificationAttempt
 
 log = logging.getLogger(__name__)
 
@@ -321,43 +323,83 @@ def deliver_notification(*, notification_id: int, max_attempts: int | None = Non
     if not claimed:
         return DeliveryOutcome("skipped")
     attempt = row.attempts + 1
+    started = time.perf_counter()
     try:
         delivered = backend_for(channel.kind).send(
             channel=channel, message=Message.from_payload(row.payload), delivery_id=row.pk
         )
     except DeliveryError as exc:
-        return _failed(row, channel, exc, attempt=attempt, max_attempts=max_attempts)
+        return _failed(row, channel, exc, attempt=attempt, max_attempts=max_attempts, started=started)
     except Exception as exc:  # noqa: BLE001 - a backend bug must not leave the row pending forever
         log.exception("notification %s: unexpected error from the %s backend", row.pk, channel.kind)
         error = DeliveryError(f"Unexpected error: {type(exc).__name__}.")
         error.transient = True
-        return _failed(row, channel, error, attempt=attempt, max_attempts=max_attempts)
-    Notification.objects.filter(pk=row.pk).update(
-        status=NotificationStatus.SENT,
-        sent_at=timezone.now(),
-        response_code=delivered.response_code,
-        error="",
-        next_attempt_at=None,
-    )
+        return _failed(row, channel, error, attempt=attempt, max_attempts=max_attempts, started=started)
+    with transaction.atomic():
+        Notification.objects.filter(pk=row.pk).update(
+            status=NotificationStatus.SENT,
+            sent_at=timezone.now(),
+            response_code=delivered.response_code,
+            error="",
+            next_attempt_at=None,
+        )
+        _log_attempt(row, attempt, NotificationStatus.SENT, started, response_code=delivered.response_code)
     return DeliveryOutcome(NotificationStatus.SENT)
 
 
-def _failed(row: Notification, channel: Channel, exc: DeliveryError, *, attempt: int, max_attempts: int):
+def _log_attempt(
+    row: Notification, number: int, status: str, started: float, *, response_code=None, error: str = ""
+) -> None:
+    NotificationAttempt.objects.create(
+        notification=row,
+        number=number,
+        status=status,
+        response_code=response_code,
+        error=error,
+        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
+
+
+def _failed(
+    row: Notification,
+    channel: Channel,
+    exc: DeliveryError,
+    *,
+    attempt: int,
+    max_attempts: int,
+    started: float,
+):
     detail = exc.detail[:2000]
     if exc.transient and attempt < max_attempts:
         delay = retry_delay(attempt)
-        Notification.objects.filter(pk=row.pk).update(
-            error=detail,
-            response_code=exc.response_code,
-            next_attempt_at=timezone.now() + timedelta(seconds=delay),
-        )
+        with transaction.atomic():
+            Notification.objects.filter(pk=row.pk).update(
+                error=detail,
+                response_code=exc.response_code,
+                next_attempt_at=timezone.now() + timedelta(seconds=delay),
+            )
+            _log_attempt(
+                row,
+                attempt,
+                NotificationStatus.PENDING,
+                started,
+                response_code=exc.response_code,
+                error=detail,
+            )
         log.info("notification %s attempt %s failed (%s); next in %ss", row.pk, attempt, detail, delay)
         return DeliveryOutcome(NotificationStatus.PENDING, retry_in=delay, error=detail)
-    if exc.transient:
-        detail = f"Gave up after {attempt} attempts: {detail}"[:2000]
-    Notification.objects.filter(pk=row.pk).update(
-        status=NotificationStatus.FAILED, error=detail, response_code=exc.response_code, next_attempt_at=None
-    )
+    with transaction.atomic():
+        _log_attempt(
+            row, attempt, NotificationStatus.FAILED, started, response_code=exc.response_code, error=detail
+        )
+        if exc.transient:
+            detail = f"Gave up after {attempt} attempts: {detail}"[:2000]
+        Notification.objects.filter(pk=row.pk).update(
+            status=NotificationStatus.FAILED,
+            error=detail,
+            response_code=exc.response_code,
+            next_attempt_at=None,
+        )
     log.warning("notification %s to %s channel %s failed: %s", row.pk, channel.kind, channel.pk, detail)
     if exc.disables_channel:
         disable_channel(channel=channel, reason=exc.detail)

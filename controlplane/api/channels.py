@@ -14,7 +14,7 @@ from controlplane import notify
 from controlplane.access import principal_for
 from controlplane.channels import backend_for, services
 from controlplane.choices import ChannelKind, Role
-from controlplane.models import Channel, Notification
+from controlplane.models import Channel, Notification, NotificationAttempt
 from controlplane.selectors import team_to_manage
 from deployments.models import App
 
@@ -32,9 +32,19 @@ def visible_deliveries(principal, qs=None):
     return qs.filter(app_id=app_id) if app_id else qs
 
 
+class NotificationAttemptSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = NotificationAttempt
+        fields = ["number", "status", "response_code", "error", "duration_ms", "created_at"]
+        read_only_fields = fields
+
+
 class NotificationSerializer(serializers.ModelSerializer):
     title = serializers.SerializerMethodField()
     app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
+    attempt_log = NotificationAttemptSerializer(
+        many=True, read_only=True, help_text="Every try, oldest first: outcome, answer, error, duration."
+    )
 
     class Meta:
         model = Notification
@@ -44,6 +54,7 @@ class NotificationSerializer(serializers.ModelSerializer):
             "title",
             "status",
             "attempts",
+            "attempt_log",
             "response_code",
             "error",
             "app",
@@ -90,7 +101,7 @@ class ChannelSerializer(serializers.ModelSerializer):
     def get_recent_notifications(self, obj) -> list[dict]:
         rows = getattr(obj, "recent", None)
         if rows is None:
-            rows = list(obj.notifications.order_by("-id")[:RECENT])
+            rows = list(obj.notifications.prefetch_related("attempt_log").order_by("-id")[:RECENT])
         return NotificationSerializer(rows, many=True).data
 
 
@@ -152,7 +163,7 @@ class ChannelViewSet(viewsets.GenericViewSet):
         if getattr(self, "swagger_fake_view", False):
             return Channel.objects.none()
         principal = principal_for(self.request)
-        recent = visible_deliveries(principal).order_by("-id")[:RECENT]
+        recent = visible_deliveries(principal).prefetch_related("attempt_log").order_by("-id")[:RECENT]
         return (
             Channel.objects.visible_to(principal)
             .select_related("team")
@@ -244,6 +255,9 @@ class ChannelViewSet(viewsets.GenericViewSet):
     @action(detail=True, methods=["get"], pagination_class=ordered_pagination("-id"))
     def notifications(self, request, id=None):
         channel = self.get_object()
-        qs = visible_deliveries(principal_for(request), channel.notifications.select_related("app"))
+        qs = visible_deliveries(
+            principal_for(request),
+            channel.notifications.select_related("app").prefetch_related("attempt_log"),
+        )
         page = self.paginate_queryset(qs)
         return self.get_paginated_response(NotificationSerializer(page, many=True).data)

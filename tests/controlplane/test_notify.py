@@ -7,7 +7,8 @@ from django.test import override_settings
 from django.utils import timezone
 
 from controlplane import notify
-from controlplane.models import AuditEntry, Channel, Notification
+from controlplane.choices import Role
+from controlplane.models import AuditEntry, Channel, Notification, NotificationAttempt
 from deployments.models import Deployment, RegionDeployment
 from regions.models import Region
 from tests.factories import AppFactory, StageFactory
@@ -122,6 +123,52 @@ def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
     assert len(slack.received("POST")) == 3
     assert notify.deliver_notification(notification_id=row.pk).status == "skipped"  # a redelivery
     assert len(slack.received("POST")) == 3
+
+
+def test_every_attempt_is_logged_and_listed_with_the_delivery(team, deployment, slack, api_for):
+    slack.then(Reply(503, b"busy"), Reply(502, b"bad gateway"))
+    channel = make_channel(team, "slack", slack.url + "/hook")
+    notify.notify_deployment(deployment.pk, "deploy_failed")
+    row = Notification.objects.get()
+    for _ in range(3):
+        notify.deliver_notification(notification_id=row.pk)
+        backoff_passes(row)
+
+    assert Notification.objects.count() == 1
+    row.refresh_from_db()
+    assert (row.status, row.attempts) == ("sent", 3)
+    log = list(NotificationAttempt.objects.filter(notification=row).order_by("number"))
+    assert [(a.number, a.status, a.response_code, a.error) for a in log] == [
+        (1, "pending", 503, "HTTP 503: busy"),
+        (2, "pending", 502, "HTTP 502: bad gateway"),
+        (3, "sent", 200, ""),
+    ]
+    assert all(a.duration_ms is not None and a.duration_ms >= 0 for a in log)
+    assert log[0].created_at <= log[1].created_at <= log[2].created_at
+
+    viewer = api_for(team, role=Role.VIEWER)
+    (delivery,) = viewer.get(f"/api/v1/channels/{channel.pk}/notifications/").json()["results"]
+    assert delivery["status"] == "sent" and delivery["attempts"] == 3
+    assert [(a["number"], a["status"], a["response_code"]) for a in delivery["attempt_log"]] == [
+        (1, "pending", 503),
+        (2, "pending", 502),
+        (3, "sent", 200),
+    ]
+    (listed,) = viewer.get("/api/v1/channels/").json()["results"]
+    assert len(listed["recent_notifications"][0]["attempt_log"]) == 3
+
+
+def test_a_delivery_that_gives_up_logs_each_try_as_it_ended(team, deployment, slack):
+    slack.respond(503, "down")
+    make_channel(team, "slack", slack.url + "/hook")
+    notify.notify_deployment(deployment.pk, "deploy_failed")
+    row = Notification.objects.get()
+    for _ in range(3):
+        notify.deliver_notification(notification_id=row.pk)
+        backoff_passes(row)
+    statuses = NotificationAttempt.objects.filter(notification=row).values_list("status", flat=True)
+    assert list(statuses) == ["pending", "pending", "failed"]
+    assert NotificationAttempt.objects.get(number=3).error == "HTTP 503: down"
 
 
 def test_task_redelivered_during_its_backoff_waits_for_it(team, deployment, slack):
