@@ -123,7 +123,16 @@ class DeploymentSerializer(serializers.ModelSerializer):
     def _release(self, release) -> dict | None:
         if release is None:
             return None
-        return {"id": release.pk, "number": release.number, "artifact_sha256": release.artifact.sha256}
+        source = release.source_release
+        return {
+            "id": release.pk,
+            "number": release.number,
+            "artifact_sha256": release.artifact.sha256,
+            # Promote: the other stage's release; config: the release whose artifact was re-shipped.
+            "source_release": (
+                {"id": source.pk, "number": source.number, "stage": source.stage.name} if source else None
+            ),
+        }
 
     def get_release(self, obj) -> dict | None:
         return self._release(obj.release)
@@ -166,7 +175,12 @@ class DeploymentFilter(django_filters.FilterSet):
 
 def deployment_queryset():
     return Deployment.objects.select_related(
-        "app", "stage", "release__artifact", "previous_release"
+        "app",
+        "stage",
+        "release__artifact",
+        "release__source_release__stage",
+        "previous_release__artifact",
+        "previous_release__source_release__stage",
     ).prefetch_related("regions__region")
 
 
@@ -215,8 +229,9 @@ class AppDeploymentsView(generics.ListAPIView):
             raise serializers.ValidationError({"Idempotency-Key": ["At most 255 characters."]})
         if data["kind"] == "config":
             deployment = deploy_config(
-                app=app_obj, stage=stage, principal=principal_for(request), force=data["force"]
-            )
+                app=app_obj, stage=stage, principal=principal_for(request), force=data["force"],
+                idempotency_key=key,
+            )  # fmt: skip
             return Response(
                 DeploymentSerializer(
                     deployment_queryset().get(pk=deployment.pk), context={"request": request}

@@ -15,10 +15,18 @@ from django.utils import timezone
 from controlplane.errors import Conflict, DomainError, NotFound
 from regions.aws import lambda_
 from regions.aws.session import AwsError
+from regions.models import StagePlacement
 
 from ..choices import DeploymentKind, DeploymentStatus, RegionStatus
 from ..models import App, Deployment, RegionDeployment, Release, Stage
-from .deploy import check_pinned, create_deployment, create_release, current_release
+from .deploy import (
+    IDEMPOTENCY_WINDOW,
+    IdempotencyKeyReused,
+    check_pinned,
+    create_deployment,
+    create_release,
+    current_release,
+)
 from .events import log_event
 
 LIVE_STATUSES = (DeploymentStatus.SUCCEEDED, DeploymentStatus.PARTIALLY_FAILED)
@@ -37,6 +45,51 @@ class NothingToRollBackTo(DomainError):
 class NothingToPromote(DomainError):
     code = "nothing_to_promote"
     status_code = 409
+
+
+class NothingDeployed(DomainError):
+    code = "nothing_deployed"
+    status_code = 409
+
+
+class StageDiverged(Conflict):
+    code = "stage_diverged"
+
+
+def live_releases(*, stage: Stage) -> dict[str, Release]:
+    """``{region code: release}`` the stage's alias runs in each enabled region of its app, as the
+    deploy engine recorded it (regions never deployed are left out)."""
+    rows = (
+        StagePlacement.objects.filter(stage=stage, placement__region__enabled=True, release__isnull=False)
+        .select_related("release__artifact", "placement__region")
+        .order_by("placement__region__code")
+    )
+    return {sp.placement.region.code: sp.release for sp in rows}
+
+
+def intended_release(*, stage: Stage) -> Release | None:
+    """The release the stage is meant to run: the one every region runs when they agree (after
+    a rollback of every region, its target), else the release of the stage's newest live
+    deployment that is not a rollback, so one region rolled back does not speak for the rest.
+    None when the stage never ran a release."""
+    live = live_releases(stage=stage)
+    if live and len({r.pk for r in live.values()}) == 1:
+        return next(iter(live.values()))
+    newest = (
+        Deployment.objects.filter(stage=stage, status__in=LIVE_STATUSES, release__isnull=False)
+        .exclude(kind=DeploymentKind.ROLLBACK)
+        .order_by("-finished_at", "-id")
+        .select_related("release__artifact")
+        .first()
+    )
+    return newest.release if newest is not None else current_release(stage=stage)
+
+
+def _commit_of(release: Release) -> dict:
+    return {
+        "sha": release.commit_sha, "branch": release.commit_branch, "message": release.commit_message,
+        "author": release.commit_author, "url": release.commit_url,
+    }  # fmt: skip
 
 
 def previous_release(*, stage: Stage) -> Release | None:
@@ -150,16 +203,27 @@ def rollback(
 
 def promote(*, app: App, from_stage: Stage, to_stage: Stage, principal, force: bool = False) -> Deployment:
     """Ship the release running in ``from_stage`` to ``to_stage``: the same artifact (already in
-    each region's bucket, so not uploaded again), with ``to_stage``'s config and env."""
+    each region's bucket, so not uploaded again), with ``to_stage``'s config and env.
+
+    The source is the release every region of ``from_stage`` runs. When its regions run different
+    releases (one was rolled back, or failed), raises StageDiverged (409) naming them, unless
+    ``force``: then the release ``from_stage`` is meant to run (``intended_release``) goes, and
+    a pinned ``to_stage`` is deployed too. Raises NothingToPromote, StagePinned."""
     if from_stage.pk == to_stage.pk:
         raise Conflict("Promote from one stage to another, not to itself.")
-    source = current_release(stage=from_stage)
+    live = live_releases(stage=from_stage)
+    if len({r.pk for r in live.values()}) > 1 and not force:
+        raise StageDiverged(
+            f"Stage '{from_stage.name}' runs different releases in different regions: "
+            + "; ".join(f"{code}: #{release.number}" for code, release in live.items())
+            + ". Roll back or redeploy it so every region agrees, or pass force=true to promote "
+            "the release it is meant to run.",
+            extra={"regions": {code: release.number for code, release in live.items()}},
+        )
+    source = next(iter(live.values())) if live and not force else intended_release(stage=from_stage)
     if source is None:
         raise NothingToPromote(f"Stage '{from_stage.name}' has no successful release to promote.")
-    commit = {
-        "sha": source.commit_sha, "branch": source.commit_branch, "message": source.commit_message,
-        "author": source.commit_author, "url": source.commit_url,
-    }  # fmt: skip
+    commit = _commit_of(source)
     with transaction.atomic():
         check_pinned(stage=to_stage, force=force, trigger=principal.label)
         release = create_release(
@@ -172,25 +236,56 @@ def promote(*, app: App, from_stage: Stage, to_stage: Stage, principal, force: b
         )  # fmt: skip
 
 
-def deploy_config(*, app: App, stage: Stage, principal, force: bool = False) -> Deployment:
-    """Ship the stage's current artifact with the app's current config and env (kind ``config``).
-    Env changes touch no running region until this (or any deploy) runs."""
-    current = current_release(stage=stage)
-    if current is None:
-        raise NothingToRollBackTo(f"Stage '{stage.name}' has no release yet; deploy an artifact first.")
-    commit = {
-        "sha": current.commit_sha, "branch": current.commit_branch, "message": current.commit_message,
-        "author": current.commit_author, "url": current.commit_url,
-    }  # fmt: skip
+def deploy_config(
+    *, app: App, stage: Stage, principal, force: bool = False, idempotency_key: str = ""
+) -> Deployment:
+    """Ship the artifact of the release the stage is meant to run (``intended_release``, recorded
+    as the new release's ``source_release`` and in the log) with the app's current config and env
+    (kind ``config``), in every region. Env changes touch no running region until this (or any
+    deploy) runs. The same ``idempotency_key`` within 24 h returns the first deployment.
+
+    Raises NothingDeployed (409) when the stage never ran a release, StagePinned,
+    IdempotencyKeyReused (the key went with another request)."""
+    if idempotency_key:
+        earlier = Deployment.objects.filter(
+            app=app, idempotency_key=idempotency_key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW
+        ).first()
+        if earlier is not None:
+            if earlier.kind != DeploymentKind.CONFIG or earlier.stage_id != stage.pk:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was used for a different request in the last 24 hours."
+                )
+            return earlier
+    source = intended_release(stage=stage)
+    if source is None:
+        raise NothingDeployed(
+            f"Stage '{stage.name}' has never been deployed. A config deployment re-ships the "
+            "stage's artifact with the current env and config: deploy an artifact or a git ref first."
+        )
     with transaction.atomic():
         check_pinned(stage=stage, force=force, trigger=principal.label)
         release = create_release(
-            app=app, stage=stage, artifact=current.artifact, commit=commit, created_by=principal.label
-        )
-        return create_deployment(
-            app=app, stage=stage, principal=principal, release=release, kind=DeploymentKind.CONFIG,
-            force=force,
+            app=app, stage=stage, artifact=source.artifact, commit=_commit_of(source),
+            created_by=principal.label, source_release=source,
         )  # fmt: skip
+        # No commit here: the request's fingerprint must not depend on what the stage runs.
+        deployment = create_deployment(
+            app=app, stage=stage, principal=principal, release=release, kind=DeploymentKind.CONFIG,
+            force=force, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if deployment.release_id != release.pk:
+            # A concurrent request with the same key won: its deployment is the answer, and the
+            # release made for this one is not kept.
+            transaction.set_rollback(True)
+            return deployment
+        log_event(
+            deployment_id=deployment.pk,
+            step="queue",
+            message=f"Ships the artifact of release #{source.number} "
+            f"({source.artifact.sha256[:12]}, commit {source.commit_sha[:7] or 'none'}) with the current "
+            f"env and config as release #{release.number}.",
+        )
+        return deployment
 
 
 # --- Diffs ------------------------------------------------------------------------------------
