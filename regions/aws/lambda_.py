@@ -301,17 +301,19 @@ def publish_version(
     return _retry_while_updating(region, name, role_arn, lambda: lam.publish_version(**kwargs))["Version"]
 
 
-def _versions(region: str, name: str, role_arn: str) -> Iterator[dict]:
-    pages = _lambda(region, role_arn).get_paginator("list_versions_by_function").paginate(FunctionName=name)
-    for page in pages:
-        for config in page.get("Versions", []):
-            if config.get("Version") != LATEST:
-                yield config
+def _versions(region: str, name: str, role_arn: str) -> list[dict]:
+    lam = _lambda(region, role_arn)
+    pages = lam.get_paginator("list_versions_by_function").paginate(FunctionName=name)
+    try:
+        return [c for page in pages for c in page.get("Versions", []) if c.get("Version") != LATEST]
+    except lam.exceptions.ResourceNotFoundException:
+        return []  # AWS answers so for a function that does not exist (moto lists nothing)
 
 
 @aws_errors
 def list_versions(region: str, name: str, *, role_arn: str = "") -> list[VersionInfo]:
-    """Every published version of ``name``, oldest first (``$LATEST`` excluded)."""
+    """Every published version of ``name``, oldest first (``$LATEST`` excluded); none when there
+    is no such function."""
     versions = [_version_info(config) for config in _versions(region, name, role_arn)]
     return sorted(versions, key=lambda v: int(v.version))
 
@@ -320,7 +322,8 @@ def list_versions(region: str, name: str, *, role_arn: str = "") -> list[Version
 def find_version(
     region: str, name: str, *, description_prefix: str, role_arn: str = ""
 ) -> VersionInfo | None:
-    """The newest published version whose description starts with ``description_prefix``, or None."""
+    """The newest published version whose description starts with ``description_prefix``, or None
+    (also when there is no such function)."""
     versions = list_versions(region, name, role_arn=role_arn)
     found = [v for v in versions if v.description.startswith(description_prefix)]
     return found[-1] if found else None

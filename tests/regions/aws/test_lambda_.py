@@ -359,3 +359,19 @@ def test_invoke_permission_for_another_api_replaces_the_statement(role, artifact
     )
     statements = _statements("production")
     assert [s["Condition"]["ArnLike"]["AWS:SourceArn"] for s in statements] == [new]
+
+
+def test_versions_of_a_function_that_does_not_exist_are_none_as_on_real_aws(fake_aws):
+    from botocore.stub import Stubber
+
+    # moto lists no versions for a missing function; AWS answers ResourceNotFoundException.
+    with Stubber(client("lambda", REGION)) as stub:
+        for _ in range(2):
+            stub.add_client_error(
+                "list_versions_by_function", service_error_code="ResourceNotFoundException",
+                service_message="Function not found: arn:aws:lambda:eu-west-1:123456789012:function:ghost",
+                http_status_code=404, expected_params={"FunctionName": "ghost"},
+            )  # fmt: skip
+        assert lambda_.list_versions(REGION, "ghost") == []
+        assert lambda_.find_version(REGION, "ghost", description_prefix="cp-release-1 ") is None
+        stub.assert_no_pending_responses()
