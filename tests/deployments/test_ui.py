@@ -6,7 +6,9 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from controlplane.choices import Role
@@ -434,3 +436,20 @@ def test_actions_are_post_only(browser_for, team, app):
     browser = browser_for(team, Role.ADMIN)
     assert browser.get("/apps/shop/stages/production/unpin/").status_code == 405
     assert browser.get("/apps/shop/stages/production/rollback/").status_code == 405
+
+
+def test_the_app_list_costs_the_same_queries_for_one_app_or_many(
+    browser_for, team, app, django_assert_num_queries
+):
+    ship(app)
+    browser = browser_for(team, Role.VIEWER)
+    with CaptureQueriesContext(connection) as one:
+        browser.get("/")
+    for n in range(3):
+        more = AppFactory(team=team, slug=f"more{n}")
+        AppRegionFactory(app=more, region=RegionFactory(code="us-east-1"))
+        StageFactory(app=more, name="production")
+        ship(more, sha=f"{n}abcdef12345")
+    with django_assert_num_queries(len(one.captured_queries)):
+        page = html(browser.get("/"))
+    assert "more2" in page
