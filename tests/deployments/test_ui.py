@@ -305,7 +305,7 @@ def test_deployment_page_shows_commit_regions_and_the_event_log(browser_for, tea
     page = html(response)
     assert 'href="https://github.com/acme/shop/commit/2222222bbbbbbb"' in page
     assert "2222222" in page and "Second" in page
-    assert "replacing #1" in page
+    assert "replacing #1 (<code>1111111</code>)" in page
     assert 'data-region="us-east-1"' in page and ">7<" in page
     assert "Deploy of commit 2222222 queued." in page
     assert "Moved alias production to the new version." in page
