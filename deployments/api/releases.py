@@ -38,7 +38,9 @@ class RollbackSerializer(serializers.Serializer):
     stage = serializers.CharField(max_length=64)
     to = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=40,
-        help_text="A deployment id, 'deployment:ID' or 'release:ID'; default the previous release.",
+        help_text="'release:ID', 'deployment:ID' (that deployment's release) or a bare ID, which may "
+        "be either among this stage's own deployments and releases (400 `ambiguous_target` when it "
+        "is both); default the previous release.",
     )  # fmt: skip
     regions = serializers.ListField(child=serializers.CharField(max_length=32), required=False, max_length=64)
 
@@ -66,6 +68,7 @@ class RollbackView(APIView):
             principal=principal_for(request),
             to=body.validated_data.get("to"),
             regions=body.validated_data.get("regions") or None,
+            request=request,
         )
         return accepted(request, deployment)
 
@@ -84,7 +87,7 @@ class PromoteView(APIView):
         require(request, Role.DEPLOYER, app=app_obj, stage=target.name)
         deployment = promote(
             app=app_obj, from_stage=source, to_stage=target, principal=principal_for(request),
-            force=body.validated_data["force"],
+            force=body.validated_data["force"], request=request,
         )  # fmt: skip
         return accepted(request, deployment)
 
