@@ -7,8 +7,11 @@ configuration and env, so the rolled-back regions run exactly what the target re
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
+from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -387,28 +390,56 @@ def deploy_config(
 # --- Diffs ------------------------------------------------------------------------------------
 
 
+COMMIT_SHA = re.compile(r"^[0-9a-fA-F]{7,64}$")
+
+
+def _gitlab_hosts() -> set[str]:
+    """Self-hosted GitLab hosts named in ``settings.GITLAB_HOSTS`` (lowercased, without port)."""
+    hosts = getattr(settings, "GITLAB_HOSTS", None) or []
+    if isinstance(hosts, str):
+        hosts = hosts.split(",")
+    return {str(h).strip().lower().split(":")[0] for h in hosts if str(h).strip()}
+
+
 def repo_web_url(repo_url: str) -> tuple[str, str]:
-    """``(https web URL, host kind)`` of a git remote: kind is "github", "gitlab" or "" (unknown)."""
-    url = repo_url.strip()
-    if url.startswith("git@") and ":" in url:
-        host, _, path = url[4:].partition(":")
-        url = f"https://{host}/{path}"
-    elif url.startswith("ssh://"):
-        rest = url[6:].split("@", 1)[-1]
-        host, _, path = rest.partition("/")
-        url = f"https://{host.split(':')[0]}/{path}"
-    url = url.removesuffix("/").removesuffix(".git")
-    if not url.startswith(("https://", "http://")):
+    """``(web URL, host kind)`` of a git remote, never with the user or password a clone URL may
+    carry: kind is "github" (``github`` in the host, an ``owner/repo`` path), "gitlab" (``gitlab``
+    in the host or the host in ``settings.GITLAB_HOSTS``, a ``group/.../project`` path) or ""
+    (unknown: no link). ``("", "")`` for anything that is not an http(s) or ssh remote."""
+    url = (repo_url or "").strip()
+    scp = re.match(r"^(?:[^@/:]+@)?(?P<host>[^:/@]+):(?P<path>(?!//)[^:]+)$", url)
+    try:
+        if "://" not in url and scp:
+            scheme, host, port, path = "https", scp.group("host"), None, scp.group("path")
+        else:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https", "ssh", "git"):
+                return "", ""
+            host, path = parts.hostname or "", parts.path
+            # A web port only means something for http(s); ssh's port is not the web server's.
+            port = parts.port if parts.scheme in ("http", "https") else None
+            scheme = parts.scheme if parts.scheme in ("http", "https") else "https"
+    except ValueError:
         return "", ""
-    host = url.split("/")[2].lower()
-    kind = "github" if "github" in host else "gitlab" if "gitlab" in host else ""
-    return url, kind
+    host = host.lower()
+    if not host or not re.match(r"^[a-z0-9.-]+$", host):
+        return "", ""
+    path = path.strip("/").removesuffix(".git").strip("/")
+    segments = [p for p in path.split("/") if p]
+    if len(segments) < 2 or not all(re.match(r"^[A-Za-z0-9_.~-]+$", p) for p in segments):
+        return "", ""
+    web = f"{scheme}://{host}{f':{port}' if port else ''}/{'/'.join(segments)}"
+    if "github" in host and len(segments) == 2:
+        return web, "github"
+    if "gitlab" in host or host in _gitlab_hosts():
+        return web, "gitlab"
+    return web, ""
 
 
 def compare_url(repo_url: str, base: str, head: str) -> str:
     """A link to the commit range on GitHub or GitLab; "" for other hosts or missing shas."""
     web, kind = repo_web_url(repo_url)
-    if not (web and base and head):
+    if not (web and COMMIT_SHA.match(base or "") and COMMIT_SHA.match(head or "")):
         return ""
     if kind == "github":
         return f"{web}/compare/{base}...{head}"
