@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from regions.aws import acm, apigateway, iam, lambda_, route53, s3
@@ -598,9 +599,38 @@ def run_region(region_deployment_id: int) -> str | None:
     return run_claimed(rd)
 
 
+class Heartbeat:
+    """Keeps a running region's ``heartbeat_at`` fresh from a background thread while its steps
+    run (one step may outlast REGION_HEARTBEAT_TIMEOUT), so no other worker takes it over while
+    this one is alive."""
+
+    def __init__(self, region_deployment_id: int) -> None:
+        self.pk = region_deployment_id
+        self.interval = max(0.2, settings.REGION_HEARTBEAT_TIMEOUT / 3)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.pk}", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            while not self._stopped.wait(self.interval):
+                RegionDeployment.objects.filter(pk=self.pk, status=RegionStatus.RUNNING).update(
+                    heartbeat_at=timezone.now()
+                )
+        except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper is the backstop
+            logger.warning("heartbeat of region deployment %s stopped", self.pk, exc_info=True)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join(timeout=30)
+
+
 def run_claimed(rd: RegionDeployment) -> str | None:
     """Run a region this worker has claimed, to its end (or until it must be retried)."""
     run = RegionRun(rd)
+    heartbeat = Heartbeat(rd.pk)
     try:
         status = run.run()
     except RetryLater:
@@ -621,6 +651,8 @@ def run_claimed(rd: RegionDeployment) -> str | None:
         run.log(f"Internal error: {type(exc).__name__}: {exc}", level=EventLevel.ERROR, step=rd.step)
         RegionDeployment.objects.filter(pk=rd.pk).update(error=f"{type(exc).__name__}: {exc}"[:2000])
         status = RegionStatus.FAILED
+    finally:
+        heartbeat.stop()
     finish_region(rd, status)
     after_region(rd)
     return status
