@@ -377,7 +377,7 @@ class RegionRun:
     def step_dns(self) -> str:
         if not (self.stage.domain and self.stage.hosted_zone_id):
             return ""
-        host = f"{self.api_id}.execute-api.{self.code}.amazonaws.com"
+        host = f"{self.api_id}.execute-api.{self.code}.{apigateway._dns_suffix(self.code)}"
         self.health_check_id = route53.ensure_health_check(
             fqdn=host, path=f"/{self.stage.name}{self.config['health_path']}", region=self.code,
             caller_reference=f"cp-{self.app.pk}-{self.stage.pk}-{self.code}",
@@ -438,7 +438,7 @@ class RegionRun:
         account = account_id(self.code, role_arn=self.role)
         lambda_.ensure_invoke_permission(
             self.code, name=self.function, alias=self.stage.name,
-            source_arn=f"arn:aws:execute-api:{self.code}:{account}:{api_id}/*/*/*",
+            source_arn=apigateway.source_arn(self.code, account_id=account, rest_api_id=api_id),
             statement_id=f"controlplane-apigateway-{self.stage.name}", role_arn=self.role,
         )  # fmt: skip
 
