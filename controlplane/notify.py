@@ -118,8 +118,10 @@ def _duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def incident_message(incident, event: str, *, reminder: bool = False) -> Message:
-    """The alert for an incident opening (``health_down``), still open (``reminder``) or closing."""
+def incident_message(incident, event: str, *, reminder: bool = False, flap: str = "") -> Message:
+    """The alert for an incident opening (``health_down``), still open (``reminder``) or closing.
+    ``flap``: ``"flapping"`` (the region keeps going down and up; alerts about it pause) or
+    ``"settled"`` (it stopped flapping and stayed down), both sent as ``health_down``."""
     sp = incident.stage_placement
     app, stage, region = sp.stage.app, sp.stage, sp.placement.region.code
     name = f"{app.slug} {stage.name}"
@@ -142,6 +144,19 @@ def incident_message(incident, event: str, *, reminder: bool = False) -> Message
         fields["Reason"] = incident.reason or "unknown"
         if sp.route53_status:
             fields["Route 53"] = sp.route53_status
+    if flap:
+        window = _duration(getattr(settings, "HEALTH_FLAP_WINDOW", 600.0))
+        severity = "warning" if flap == "flapping" else "danger"
+        if flap == "flapping":
+            title = f"FLAPPING: {name} in {region}"
+            text = (
+                f"{name} keeps going down and coming back in {region}. Alerts about it are paused "
+                f"until it has been stable for {window}."
+            )
+        else:
+            title = f"DOWN: {name} in {region}"
+            text = f"{name} stopped flapping in {region} and has been down for {window} or more."
+        fields["Flapping"] = "yes" if flap == "flapping" else "stopped; still down"
     fields["Opened"] = incident.opened_at.strftime("%Y-%m-%d %H:%M:%S UTC")
     return Message(
         event=event,
@@ -161,6 +176,8 @@ def incident_message(incident, event: str, *, reminder: bool = False) -> Message
             "duration_s": round(incident.duration_s or 0, 1),
             "reason": incident.reason,
             "reminder": reminder,
+            "flapping": flap == "flapping",
+            "settled": flap == "settled",
         },
     )
 
@@ -254,11 +271,11 @@ def channel_test_message(channel: Channel) -> Message:
 # --- Entry points for the rest of the control plane -----------------------------------------
 
 
-def notify_incident(*, incident, event: str, reminder: bool = False) -> list[Notification]:
+def notify_incident(*, incident, event: str, reminder: bool = False, flap: str = "") -> list[Notification]:
     """Queue ``health_down``/``health_up`` deliveries for an incident to every subscribed channel
     of its app's team. Returns the rows created (sent after the current transaction commits)."""
     app = incident.stage_placement.stage.app
-    message = incident_message(incident, event, reminder=reminder)
+    message = incident_message(incident, event, reminder=reminder, flap=flap)
     return _fan_out(team_id=app.team_id, app=app, event=event, message=message, incident=incident)
 
 

@@ -300,7 +300,9 @@ def probe_lease() -> float:
 def run_probe_round(*, min_age: float | None = None, now: datetime | None = None) -> RoundSummary:
     """Probe every live stage placement not probed in the last ``min_age`` seconds (default half
     the probe interval), record the results, move health states, open and close incidents and
-    notify channels. Returns a summary.
+    notify channels (see :func:`flap_decision` for placements that keep going down and up).
+    ``now``: the round's time (default: the clock; results are dated when recorded). Returns a
+    summary.
 
     Placements are claimed with one conditional update that sets ``last_probe_at`` to the claim's
     expiry (this round's start plus :func:`probe_lease`), a time in the future, so no other round
@@ -352,9 +354,17 @@ def run_probe_round(*, min_age: float | None = None, now: datetime | None = None
             probe_many(targets, timeout=probe_timeout(), concurrency=settings.HEALTH_PROBE_CONCURRENCY)
         )
         summary.probe_seconds = time.perf_counter() - probe_started
-        record_results(placements=placements, results=results, summary=summary, claim=claim, anchor=round_at)
+        record_results(
+            placements=placements,
+            results=results,
+            summary=summary,
+            at=now,  # a caller's clock (tests, benchmarks) also dates the results
+            claim=claim,
+            anchor=round_at,
+        )
     for ids in _chunks(unprobed):
         StagePlacement.objects.filter(pk__in=ids, last_probe_at=claim).update(last_probe_at=round_at)
+    alert_settled_flaps(now=now)
     summary.total_seconds = time.perf_counter() - started
     return summary
 
@@ -485,29 +495,95 @@ def record_results(
 # --- Incidents ------------------------------------------------------------------------------
 
 
+def flap_limit() -> int:
+    """More than this many transitions (down or up) within :func:`flap_window` is flapping
+    (``HEALTH_FLAP_TRANSITIONS``, default 4; 0 turns flap damping off)."""
+    return int(getattr(settings, "HEALTH_FLAP_TRANSITIONS", 4))
+
+
+def flap_window() -> timedelta:
+    """``HEALTH_FLAP_WINDOW`` seconds (default 600): the span transitions are counted in, and
+    how long a flapping placement must be stable before alerts about it resume."""
+    return timedelta(seconds=float(getattr(settings, "HEALTH_FLAP_WINDOW", 600.0)))
+
+
+FLAP_HISTORY = 200  # incidents read to decide; an episode longer than this is judged on its end
+
+
+def flap_decision(times: Sequence[datetime], *, limit: int, window: timedelta) -> str:
+    """Whether to alert about the last of a placement's transitions ``times`` (oldest first):
+    ``"alert"``; ``"flapping"`` (it is the first of an episode to make more than ``limit``
+    transitions within ``window``: send one notice that alerts pause); or ``"quiet"`` (the
+    episode was already flapping: say nothing). An episode is a run of transitions each within
+    ``window`` of the one before, so a placement stable for a whole window starts afresh."""
+    if limit <= 0 or not times:
+        return "alert"
+    start = 0
+    for i in range(1, len(times)):
+        if times[i] - times[i - 1] > window:
+            start = i
+    episode = times[start:]
+    first = 0
+    for i, at in enumerate(episode):
+        while at - episode[first] > window:
+            first += 1
+        if i - first + 1 > limit:
+            return "flapping" if i == len(episode) - 1 else "quiet"
+    return "alert"
+
+
+def _transition_times(stage_placement: StagePlacement, until: datetime) -> list[datetime]:
+    """The placement's transitions up to ``until``, oldest first: every incident opening (down)
+    and closing (up)."""
+    rows = (
+        Incident.objects.filter(stage_placement=stage_placement, opened_at__lte=until)
+        .order_by("-opened_at")
+        .values_list("opened_at", "closed_at")[:FLAP_HISTORY]
+    )
+    return sorted(t for opened, closed in rows for t in (opened, closed) if t is not None and t <= until)
+
+
+def flap_state(stage_placement: StagePlacement, at: datetime) -> str:
+    """:func:`flap_decision` for the placement's transition at ``at``."""
+    limit = flap_limit()
+    if limit <= 0:
+        return "alert"
+    return flap_decision(_transition_times(stage_placement, at), limit=limit, window=flap_window())
+
+
+def _alert(incident: Incident, event: str, at: datetime) -> None:
+    from controlplane import notify
+
+    decision = flap_state(incident.stage_placement, at)
+    if decision == "alert":
+        notify.notify_incident(incident=incident, event=event)
+    elif decision == "flapping":
+        log.warning("%s is flapping; alerts about it pause", incident.stage_placement)
+        notify.notify_incident(incident=incident, event="health_down", flap="flapping")
+
+
 def open_incident(
     *, stage_placement: StagePlacement, reason: str, at: datetime | None = None
 ) -> Incident | None:
-    """Open an incident for a placement that went down and notify its app's channels. Returns
-    the new incident, or None when one is already open (nobody is told twice)."""
-    from controlplane import notify
-
+    """Open an incident for a placement that went down and notify its app's channels (unless it
+    is flapping: see :func:`flap_decision`). Returns the new incident, or None when one is
+    already open (nobody is told twice)."""
+    at = at or timezone.now()
     try:
         with transaction.atomic():
             incident = Incident.objects.create(
-                stage_placement=stage_placement, reason=reason[:500], opened_at=at or timezone.now()
+                stage_placement=stage_placement, reason=reason[:500], opened_at=at
             )
     except IntegrityError:
         return None
     log.warning("incident %s opened: %s is down (%s)", incident.pk, stage_placement, reason)
-    notify.notify_incident(incident=incident, event="health_down")
+    _alert(incident, "health_down", at)
     return incident
 
 
 def close_incident(*, stage_placement: StagePlacement, at: datetime | None = None) -> Incident | None:
-    """Close the placement's open incident and notify. Returns it, or None when none was open."""
-    from controlplane import notify
-
+    """Close the placement's open incident and notify (unless it is flapping). Returns it, or
+    None when none was open."""
     at = at or timezone.now()
     incident = Incident.objects.filter(stage_placement=stage_placement, closed_at__isnull=True).first()
     if incident is None:
@@ -518,8 +594,35 @@ def close_incident(*, stage_placement: StagePlacement, at: datetime | None = Non
     log.info(
         "incident %s closed after %.0fs: %s recovered", incident.pk, incident.duration_s, stage_placement
     )
-    notify.notify_incident(incident=incident, event="health_up")
+    _alert(incident, "health_up", at)
     return incident
+
+
+def alert_settled_flaps(*, now: datetime | None = None) -> int:
+    """Tell channels about placements that stopped flapping while down: their incident opened
+    without an alert (flapping) and has stayed open for a whole :func:`flap_window`. Only
+    incidents that reached that age in the last few intervals are looked at, so each is
+    examined a bounded number of times. Returns how many were alerted."""
+    from controlplane import notify
+    from controlplane.models import Notification
+
+    if flap_limit() <= 0:
+        return 0
+    now = now or timezone.now()
+    settled_by = now - flap_window()
+    lookback = timedelta(seconds=max(60.0, 3 * settings.HEALTH_PROBE_INTERVAL))
+    candidates = Incident.objects.filter(
+        closed_at__isnull=True, opened_at__lte=settled_by, opened_at__gt=settled_by - lookback
+    ).select_related("stage_placement__stage__app__team", "stage_placement__placement__region")
+    sent = 0
+    for incident in candidates:
+        if flap_state(incident.stage_placement, incident.opened_at) == "alert":
+            continue  # its opening was alerted as usual
+        if Notification.objects.filter(incident=incident, payload__data__settled=True).exists():
+            continue
+        notify.notify_incident(incident=incident, event="health_down", flap="settled")
+        sent += 1
+    return sent
 
 
 def send_incident_reminders(*, now: datetime | None = None) -> int:

@@ -214,3 +214,87 @@ def test_real_worker_probes_opens_incident_and_delivers_to_slack(
         wait_for(lambda: Notification.objects.get().status == NotificationStatus.SENT, timeout=15)
     finally:
         region_endpoints.failing.discard("ap-southeast-2")
+
+
+def test_region_flapping_slower_than_the_thresholds_alerts_once_then_resumes_when_stable(
+    team, two_regions, slack, settings
+):
+    """Down for three rounds, up for three, over and over: each half-cycle outlasts the
+    thresholds (2), so without damping every cycle would send a DOWN and a recovered message."""
+    settings.HEALTH_PROBE_INTERVAL = 10
+    settings.HEALTH_FLAP_TRANSITIONS = 4
+    settings.HEALTH_FLAP_WINDOW = 600
+    app, us, eu = two_regions
+    make_channel(team, "slack", slack.url + "/hook")
+    clock = [timezone.now()]
+
+    def rounds(count: int) -> None:
+        for _ in range(count):
+            clock[0] += timedelta(seconds=10)
+            health.run_probe_round(now=clock[0])
+
+    def titles() -> list[str]:
+        deliver_pending()
+        return [r.json()["blocks"][0]["text"]["text"] for r in slack.received("POST")]
+
+    rounds(2)
+    for _ in range(6):  # six cycles of a minute: twelve transitions in six minutes
+        eu.failing()
+        rounds(3)
+        eu.healthy()
+        rounds(3)
+    down, up = "DOWN: api production in eu-west-1", "api production recovered in eu-west-1"
+    assert titles() == [down, up, down, up, "FLAPPING: api production in eu-west-1"]
+    assert Incident.objects.count() == 6  # the history is still recorded in full
+    flapping = Notification.objects.get(payload__data__flapping=True)
+    assert flapping.event == "health_down" and "paused" in flapping.payload["text"]
+
+    # It stops flapping while down: one DOWN once it has been down for the whole window.
+    eu.failing()
+    rounds(61)  # down after two rounds, so not yet ten minutes down
+    assert titles()[5:] == []
+    rounds(2)
+    assert titles()[5:] == [down]
+    assert "stopped flapping" in slack.received("POST")[-1].json()["blocks"][1]["text"]["text"]
+    rounds(10)
+    assert len(titles()) == 6  # said once
+
+    # Stable for longer than the window: the recovery is news again, and so is the next outage.
+    eu.healthy()
+    rounds(2)
+    eu.failing()
+    rounds(2)
+    assert titles()[6:] == [up, down]
+    assert all("us-east-1" not in t for t in titles())
+
+
+def test_flap_damping_can_be_turned_off(team, two_regions, slack, settings):
+    settings.HEALTH_FLAP_TRANSITIONS = 0
+    app, us, eu = two_regions
+    make_channel(team, "slack", slack.url + "/hook")
+    probe_rounds(2)
+    for _ in range(4):
+        eu.failing()
+        probe_rounds(2)
+        eu.healthy()
+        probe_rounds(2)
+    deliver_pending()
+    assert len(slack.received("POST")) == 8
+
+
+def test_flap_decision_counts_transitions_in_a_sliding_window():
+    start = timezone.now()
+    window = timedelta(seconds=600)
+
+    def decide(*minutes: float) -> str:
+        times = [start + timedelta(minutes=m) for m in minutes]
+        return health.flap_decision(times, limit=4, window=window)
+
+    assert decide(0, 1, 2, 3) == "alert"
+    assert decide(0, 1, 2, 3, 4) == "flapping"
+    assert decide(0, 1, 2, 3, 4, 5) == "quiet"
+    assert decide(0, 3, 6, 9, 12, 15, 18) == "alert"  # never more than 4 in ten minutes
+    # Still flapping while transitions keep coming within a window of each other...
+    assert decide(0, 1, 2, 3, 4, 13, 22) == "quiet"
+    # ...and afresh once it has been stable for a whole window.
+    assert decide(0, 1, 2, 3, 4, 15) == "alert"
