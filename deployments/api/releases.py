@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.access import principal_for
+from controlplane.api.common import ErrorSerializer, errors
 from controlplane.choices import Role
 
 from ..models import App, Release, Stage
@@ -55,7 +56,14 @@ class PromoteSerializer(serializers.Serializer):
 class RollbackView(APIView):
     """Move the stage alias back to an earlier release's version in every region (or some)."""
 
-    @extend_schema(request=RollbackSerializer, responses={202: DeploymentSerializer})
+    @extend_schema(
+        request=RollbackSerializer,
+        responses={
+            202: DeploymentSerializer,
+            **errors(400, 401, 403, 404, 409),
+            503: OpenApiResponse(ErrorSerializer, description="AWS briefly unavailable; nothing changed"),
+        },
+    )
     def post(self, request, app: str):
         app_obj = visible_app(request, app)
         body = RollbackSerializer(data=request.data)
@@ -77,7 +85,12 @@ class RollbackView(APIView):
 class PromoteView(APIView):
     """Ship the release running in one stage to another, without rebuilding."""
 
-    @extend_schema(request=PromoteSerializer, responses={202: DeploymentSerializer})
+    @extend_schema(
+        request=PromoteSerializer,
+        description="409 `stage_diverged` when the source stage's regions run different releases "
+        "(unless `force`), 409 `stage_pinned` when the target stage is pinned (unless `force`).",
+        responses={202: DeploymentSerializer, **errors(400, 401, 403, 404, 409)},
+    )
     def post(self, request, app: str):
         app_obj = visible_app(request, app)
         body = PromoteSerializer(data=request.data)
