@@ -13,7 +13,7 @@ from django.db import models
 
 from . import services
 from .crypto import EncryptedTextField
-from .models import ApiToken, AuditEntry, Channel, Membership, Notification, Team
+from .models import ApiToken, AuditEntry, Channel, Membership, Notification, NotificationAttempt, Team
 
 KEEP_HELP = "Write-only: the stored value is never shown. Leave blank to keep it."
 
@@ -40,10 +40,19 @@ class WriteOnlySecretsForm(forms.ModelForm):
         return self.instance._meta.get_field(name).has_default()
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders its value: for multi-line secrets such as SSH keys."""
+
+    def format_value(self, value):
+        return None
+
+
 class MaskedSecretsAdmin(admin.ModelAdmin):
-    """Encrypted fields become write-only password inputs; nothing encrypted is ever rendered."""
+    """Encrypted fields become write-only password inputs (``multiline_secrets``: write-only
+    textareas); nothing encrypted is ever rendered."""
 
     form = WriteOnlySecretsForm
+    multiline_secrets: tuple[str, ...] = ()
 
     def write_only_fields(self, request, obj=None) -> list[str]:
         return encrypted_field_names(self.model)
@@ -52,7 +61,11 @@ class MaskedSecretsAdmin(admin.ModelAdmin):
         write_only = self.write_only_fields(request, obj)
         widgets = dict(kwargs.pop("widgets", None) or {})
         for name in write_only:
-            widgets[name] = forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+            widgets[name] = (
+                WriteOnlyTextarea(attrs={"rows": 4, "autocomplete": "off", "spellcheck": "false"})
+                if name in self.multiline_secrets
+                else forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"})
+            )
         form = super().get_form(request, obj, change=change, widgets=widgets, **kwargs)
         form.write_only = tuple(write_only)
         for name in write_only:
@@ -171,3 +184,23 @@ class ChannelAdmin(MaskedSecretsAdmin):
 class NotificationAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "channel", "event", "status", "attempts", "response_code", "sent_at"]
     list_filter = ["status", "event"]
+
+
+class NotificationAttemptInline(admin.TabularInline):
+    model = NotificationAttempt
+    extra = 0
+    can_delete = False
+    fields = ["number", "status", "response_code", "error", "duration_ms", "created_at"]
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+NotificationAdmin.inlines = [NotificationAttemptInline]
+
+
+@admin.register(NotificationAttempt)
+class NotificationAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["created_at", "notification", "number", "status", "response_code", "duration_ms"]
+    list_filter = ["status"]

@@ -73,6 +73,8 @@ ENCRYPTION_KEYS: list[str] = (
 # Teams whose admins may add and change the installation's regions (bucket, role to assume);
 # empty: the admins of every team. Superusers always may.
 REGION_ADMIN_TEAMS = env.list("REGION_ADMIN_TEAMS", default=[])
+# Self-hosted GitLab hosts (release diffs link to their compare pages; "gitlab" hosts need none).
+GITLAB_HOSTS = env.list("GITLAB_HOSTS", default=[])
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

@@ -38,6 +38,8 @@ class AppAdmin(MaskedSecretsAdmin):
     list_filter = ["team", "runtime"]
     search_fields = ["slug", "name", "repo_url"]
     inlines = [StageInline]
+    # A token or a whole SSH private key, newlines included.
+    multiline_secrets = ("git_credential",)
 
 
 @admin.register(Stage)

@@ -5,7 +5,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
-from controlplane.models import ApiToken, AuditEntry, Channel, Notification
+from controlplane.models import ApiToken, AuditEntry, Channel, Notification, NotificationAttempt
 from deployments.models import (
     Artifact,
     Deployment,
@@ -67,7 +67,10 @@ def world(db):
     sp = StagePlacement.objects.create(placement=placement, stage=stage, version="3")
     Probe.objects.create(stage_placement=sp, ok=True, status_code=200, latency_ms=12.5)
     Incident.objects.create(stage_placement=sp, reason="timeouts", closed_at=timezone.now())
-    Notification.objects.create(channel=channel, event="test", app=app, payload={"text": "hello"})
+    notification = Notification.objects.create(
+        channel=channel, event="test", app=app, payload={"text": "hello"}
+    )
+    NotificationAttempt.objects.create(notification=notification, number=1, status="sent", response_code=200)
     WebhookDelivery.objects.create(provider="github", delivery_id="d-1", app=app, outcome="ignored")
     AuditEntry.objects.create(team=team, actor="user:member", action="app.create", object_type="app")
     return {
@@ -251,3 +254,31 @@ def test_an_env_change_in_the_admin_is_audited_without_its_value(staff, world):
     entry = AuditEntry.objects.filter(action="env.update").get()
     assert entry.actor == "user:root" and entry.changes["key"] == "API_KEY"
     assert "rotated-value" not in str(entry.changes) and ENV_SECRET not in str(entry.changes)
+
+
+def test_an_ssh_key_pasted_in_the_admin_keeps_its_newlines_and_is_never_shown(staff, world):
+    app = world["app"]
+    key = (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
+    )
+    form = staff.get(_url(type(app), "change", app.pk)).context["adminform"].form
+    data = {name: form[name].value() or "" for name in form.fields}
+    data.update({"webhook_secret": "", "git_credential": key})
+    data.update(
+        {
+            "stages-TOTAL_FORMS": "1",
+            "stages-INITIAL_FORMS": "1",
+            "stages-0-id": str(app.stages.get().pk),
+            "stages-0-app": str(app.pk),
+            "stages-0-name": "production",
+            "stages-0-branch": "main",
+        }
+    )
+
+    answer = staff.post(_url(type(app), "change", app.pk), data)
+
+    assert answer.status_code == 302
+    app.refresh_from_db()
+    assert app.git_credential == key
+    page = staff.get(_url(type(app), "change", app.pk)).content.decode()
+    assert "b3BlbnNzaC1rZXktdjE" not in page and '<textarea name="git_credential"' in page

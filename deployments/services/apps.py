@@ -303,6 +303,10 @@ def update_app(*, principal: Principal | None, app: App, data: dict, request=Non
     if unknown:
         raise InvalidApp(f"Unknown app fields: {', '.join(sorted(unknown))}.")
     _check_app_fields(data)
+    if app.git_credential and data.get("repo_url", app.repo_url) != app.repo_url:
+        # Builds hand the stored credential to whatever repo_url names: only an admin, who may
+        # set the credential, may point it somewhere else.
+        require(principal, Role.ADMIN, app=app, stage=ALL_STAGES)
     with transaction.atomic():
         changes = {k: [getattr(app, k), v] for k, v in data.items() if getattr(app, k) != v}
         for key, value in data.items():

@@ -18,6 +18,7 @@ from deployments.services.apps import (
     delete_env_var,
     delete_stage,
     set_env_var,
+    update_app,
     update_env_var,
     validate_rollout,
 )
@@ -203,3 +204,21 @@ def test_a_repo_url_carrying_a_credential_is_refused_and_never_stored(team, url,
         assert "ghp_token123" not in str(list(AuditEntry.objects.values_list("changes", flat=True)))
     else:
         assert create_app(principal=None, team=team, data=data).repo_url == url
+
+
+def test_only_an_admin_repoints_repo_url_while_a_git_credential_is_set(team, app):
+    app.repo_url = "https://github.com/acme/shop.git"
+    app.git_credential = "ghp_private_token"
+    app.save()
+    deployer = token_principal(team, role=Role.DEPLOYER)
+
+    with pytest.raises(Forbidden):
+        update_app(principal=deployer, app=app, data={"repo_url": "https://evil.example.com/x.git"})
+    app.refresh_from_db()
+    assert app.repo_url == "https://github.com/acme/shop.git"
+
+    update_app(principal=deployer, app=app, data={"handler": "main.handler"})  # other fields: deployers may
+    admin = token_principal(team, role=Role.ADMIN)
+    update_app(principal=admin, app=app, data={"repo_url": "https://gitlab.com/acme/shop.git"})
+    app.refresh_from_db()
+    assert app.repo_url == "https://gitlab.com/acme/shop.git"
