@@ -14,7 +14,7 @@ from django.test import Client
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from tests.factories import AppFactory, AppRegionFactory, RegionFactory, StageFactory
-from tests.support.gitrepo import GitRepo, body_of, github_headers, github_push
+from tests.support.gitrepo import GitRepo, body_of, github_headers, github_push, gitlab_headers, gitlab_push
 from tests.support.processes import wait_for
 
 pytestmark = [pytest.mark.worker, pytest.mark.django_db(transaction=True)]
@@ -105,3 +105,27 @@ def test_a_failing_build_fails_the_deployment_with_the_tail_of_its_output(app, r
     assert deployment.release is None
     assert set(deployment.regions.values_list("status", flat=True)) == {"skipped"}
     assert deployment.events.filter(step="build", message="compiling").exists()
+
+
+def test_a_gitlab_push_builds_that_commit_and_shows_its_metadata(app, repo, aws, worker_process):
+    first = repo.commit({"app.py": HANDLER % "v1"}, "First")
+    shipped = repo.commit({"app.py": HANDLER % "v2", "lib/tax.py": "RATE = 7\n"}, "Add tax rate")
+    body = body_of(gitlab_push(repo, after=shipped, before=first, commits=[shipped]))
+    answer = Client().post(
+        "/api/v1/hooks/gitlab/", data=body, content_type="application/json",
+        headers=gitlab_headers(app.webhook_secret),
+    )  # fmt: skip
+    assert answer.status_code == 202, answer.json()
+
+    deployment = wait_finished(answer.json()["deployments"][0]["deployment"])
+
+    assert deployment.status == DeploymentStatus.SUCCEEDED, deployment.error
+    assert (deployment.commit_sha, deployment.commit_message) == (shipped, "Add tax rate")
+    assert deployment.triggered_by.startswith("webhook:gitlab") and deployment.commit_count == 1
+    assert deployment.compare_url.startswith("https://gitlab.example.com/acme/shop/-/compare/")
+    artifact = deployment.release.artifact
+    s3 = boto3.client("s3", region_name=REGIONS[0], endpoint_url=aws.url)
+    bucket = app.placements.get(region__code=REGIONS[0]).region.bucket
+    zipped = s3.get_object(Bucket=bucket, Key=artifact.storage_key)["Body"].read()
+    with zipfile.ZipFile(io.BytesIO(zipped)) as zf:
+        assert {i.filename: zf.read(i) for i in zf.infolist()} == repo.files_at(shipped)
