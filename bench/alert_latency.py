@@ -1,36 +1,52 @@
 """Alert latency: from the moment a region's endpoint starts failing to the moment a local Slack
 receiver gets the DOWN message, with the production wiring: celery beat scheduling
 ``workers.probe_all`` every 5 s, a real worker probing (failure threshold 2), opening the
-incident and delivering. Target: <= 15 s.
+incident and delivering. Target: <= 15 s (the slowest outage); PASS or FAIL is printed, and
+``--strict`` makes a miss exit with status 1.
 
-    python bench/alert_latency.py [samples]
+With ``--hang`` the endpoint stops answering instead (it accepts the connection and never
+replies), so each probe of it lasts the whole probe timeout; a second, healthy region is probed
+beside it and must be probed every round all the same.
+
+    python bench/alert_latency.py [samples] [--hang] [--strict]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
 import time
 
-from healthstack import RUN, beat_process, database, teardown
+from healthstack import RUN, beat_process, database, settings, teardown
 
 from tests.support.processes import WorkerProcess, wait_for
 from tests.support.receivers import HttpServer
 
 INTERVAL = 5.0
+TARGET = 15.0  # seconds, the slowest outage
+HANG = 3600.0  # seconds a hung endpoint keeps a request before answering
 
 
-def main() -> None:
-    samples = int(sys.argv[1]) if len(sys.argv) > 1 else 3
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("samples", nargs="?", type=int, default=3, help="outages to time (default 3)")
+    parser.add_argument("--hang", action="store_true", help="the endpoint hangs instead of failing")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    args = parser.parse_args()
+    samples = args.samples
     state = database()
-    endpoint, slack = HttpServer(), HttpServer()
+    endpoint, neighbour, slack = HttpServer(), HttpServer(), HttpServer()
     endpoint.healthy()
+    neighbour.healthy()
     env = {
         "HEALTH_PROBE_INTERVAL": str(INTERVAL),
         "HEALTH_FAILURE_THRESHOLD": "2",
         "HEALTH_RECOVERY_THRESHOLD": "2",
-        "ENDPOINT_OVERRIDES": json.dumps({"eu-west-1": endpoint.url + "/production"}),
+        "ENDPOINT_OVERRIDES": json.dumps(
+            {"eu-west-1": endpoint.url + "/production", "us-east-1": neighbour.url + "/production"}
+        ),
     }
     worker = beat = None
     try:
@@ -44,6 +60,9 @@ def main() -> None:
         stage = Stage.objects.create(app=app, name="production")
         placement = AppRegion.objects.create(app=app, region=Region.objects.create(code="eu-west-1"))
         sp = StagePlacement.objects.create(placement=placement, stage=stage, version="1")
+        if args.hang:
+            beside = AppRegion.objects.create(app=app, region=Region.objects.create(code="us-east-1"))
+            StagePlacement.objects.create(placement=beside, stage=stage, version="1")
         create_channel(principal=None, team=team, kind="slack", target=slack.url + "/services/T/B/bench")
 
         worker = WorkerProcess(name=f"alerts-{RUN}", env=env).start()
@@ -58,20 +77,34 @@ def main() -> None:
             # Start failing at different points of the probe cycle, as real outages do.
             time.sleep(INTERVAL * (0.2 + 0.6 * (len(latencies) % 3) / 2))
             seen = len(slack.received("POST"))
-            endpoint.failing()
+            neighbour_probes = len(neighbour.received("GET"))
+            if args.hang:
+                endpoint.respond(200, b'{"status": "ok"}', delay=HANG)
+            else:
+                endpoint.failing()
             started = time.monotonic()
             slack.wait_for_requests(seen + 1, timeout=60)
             latency = time.monotonic() - started
             title = slack.received("POST")[-1].json()["blocks"][0]["text"]["text"]
             latencies.append(latency)
-            print(f"{title!r} after {latency:.2f}s")
+            rounds_in_outage = len(neighbour.received("GET")) - neighbour_probes
+            beside = (
+                f"; the healthy region was probed {rounds_in_outage} times meanwhile" if args.hang else ""
+            )
+            print(f"{title!r} after {latency:.2f}s{beside}")
             endpoint.healthy()
             slack.wait_for_requests(seen + 2, timeout=60)  # the recovery message
             wait_for(status("up"), timeout=60, interval=0.1, message="recovery")
+        # The worker clamps the probe timeout as regions.health.probe_timeout does, for its interval.
+        timeout = min(settings.HEALTH_PROBE_TIMEOUT, INTERVAL * 0.8)
+        kind = f"hung endpoint, probe timeout {timeout:g}s" if args.hang else "HTTP 503"
+        passed = max(latencies) <= TARGET
         print(
-            f"\nalert latency over {samples} outages (interval {INTERVAL:g}s, threshold 2): "
-            f"median {statistics.median(latencies):.2f}s, max {max(latencies):.2f}s; target <= 15s"
+            f"\nalert latency over {samples} outages ({kind}; interval {INTERVAL:g}s, threshold 2): "
+            f"median {statistics.median(latencies):.2f}s, max {max(latencies):.2f}s; "
+            f"target <= {TARGET:g}s: {'PASS' if passed else 'FAIL'}"
         )
+        return 1 if args.strict and not passed else 0
     finally:
         if beat:
             beat.terminate()
@@ -79,9 +112,10 @@ def main() -> None:
         if worker:
             worker.stop()
         endpoint.stop()
+        neighbour.stop()
         slack.stop()
         teardown(state)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
