@@ -67,7 +67,7 @@ def test_a_rollback_ignores_waves_and_bake_time(v1_v2, engine, aws, channel):
     production = app.stages.get(name="production")
     production.rollout = {"waves": [["us-east-1"], ["*"]], "bake_s": 3600}
     production.save()
-    back = rollback(app=app, stage=production, principal=principal_for(app), to=first.pk)
+    back = rollback(app=app, stage=production, principal=principal_for(app), to=f"deployment:{first.pk}")
     engine.deliver(early=False)  # nothing waits for a countdown
     status, regions = status_of(back)
     assert status == DeploymentStatus.SUCCEEDED, regions
@@ -85,7 +85,10 @@ def test_a_rollback_does_not_wait_for_another_stages_deploy_in_the_region(v1_v2,
     assert held is not None  # staging is busy with $LATEST in us-east-1
 
     back = rollback(
-        app=app, stage=app.stages.get(name="production"), principal=principal_for(app), to=first.pk
+        app=app,
+        stage=app.stages.get(name="production"),
+        principal=principal_for(app),
+        to=f"deployment:{first.pk}",
     )
     engine.deliver(only="workers.start_deployment")
     engine.deliver(only="workers.deploy_region")
@@ -104,7 +107,7 @@ def test_a_rollback_failing_verify_leaves_the_restored_version_and_notifies_fail
     production.save()
     region_endpoints.failing.add("eu-west-1")
 
-    back = rollback(app=app, stage=production, principal=principal_for(app), to=first.pk)
+    back = rollback(app=app, stage=production, principal=principal_for(app), to=f"deployment:{first.pk}")
     engine.deliver()
     status, regions = status_of(back)
     assert regions == {"us-east-1": "succeeded", "eu-west-1": "failed", "ap-southeast-2": "succeeded"}
