@@ -301,8 +301,25 @@ def create_deployment(
         f"for {len(placements)} region(s): {', '.join(p.region.code for p in placements)}.",
     )
     _supersede_older(deployment)
-    transaction.on_commit(lambda: _enqueue_start(deployment.pk))
+    if kind == DeploymentKind.ROLLBACK and deployment.release_id:
+        # Nothing to build and one wave: release every region now, one broker hop sooner.
+        transaction.on_commit(lambda: _release_now(deployment.pk))
+    else:
+        transaction.on_commit(lambda: _enqueue_start(deployment.pk))
     return deployment
+
+
+def _release_now(deployment_id: int) -> None:
+    from .region_job import advance
+
+    try:
+        advance(deployment_id=deployment_id)
+    except Exception:  # noqa: BLE001 - the row is queued; the reaper starts it
+        import logging
+
+        logging.getLogger("controlplane.deployments").exception(
+            "could not release deployment %s; it stays queued for the reaper", deployment_id
+        )
 
 
 def _describe(deployment: Deployment) -> str:

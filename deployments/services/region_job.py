@@ -421,7 +421,7 @@ class RegionRun:
             )
             if live and live != version:
                 self.save(previous_version=live)
-        lambda_.ensure_alias(
+        lambda_.move_alias(
             self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
         )
         self._record_live(version)

@@ -394,6 +394,24 @@ def ensure_alias(
 
 
 @aws_errors
+def move_alias(region: str, *, name: str, alias: str, version: str, role_arn: str = "") -> AliasInfo:
+    """Point ``alias`` at ``version`` with one call, dropping any canary weights (a rollback: the
+    caller has just checked that the version exists). The alias is created if it is missing."""
+    lam = _lambda(region, role_arn)
+    try:
+        return _alias_info(
+            lam.update_alias(
+                FunctionName=name,
+                Name=alias,
+                FunctionVersion=str(version),
+                RoutingConfig={"AdditionalVersionWeights": {}},
+            )  # fmt: skip
+        )
+    except lam.exceptions.ResourceNotFoundException:
+        return _alias_info(lam.create_alias(FunctionName=name, Name=alias, FunctionVersion=str(version)))
+
+
+@aws_errors
 def delete_version(region: str, name: str, version: str, *, role_arn: str = "") -> None:
     """Delete published ``version`` (already gone is fine). Raises AwsError for ``$LATEST`` and
     (``ResourceConflictException``) when an alias still points at it."""

@@ -297,6 +297,22 @@ def test_alias_already_in_place_makes_no_change(role, artifact):
     assert writes == []
 
 
+def test_move_alias_creates_or_moves_with_one_call_and_clears_canary_weights(role, artifact):
+    _published(role, 2)
+    assert lambda_.move_alias(REGION, name="shop", alias="production", version="1").version == "1"
+    lambda_.ensure_alias(REGION, name="shop", alias="production", version="1", weights={"2": 0.1})
+    calls = _writes(("GetAlias", "UpdateAlias", "CreateAlias"))
+
+    assert lambda_.move_alias(REGION, name="shop", alias="production", version="2") == AliasInfo(
+        "production", "2", {}
+    )
+    assert calls == ["UpdateAlias"]
+    live = plain("lambda").get_alias(FunctionName="shop", Name="production")
+    assert live["FunctionVersion"] == "2" and not live.get("RoutingConfig", {}).get(
+        "AdditionalVersionWeights"
+    )
+
+
 def test_canary_weights_are_set_and_cleared(role, artifact):
     _published(role, 2)
     lambda_.ensure_alias(REGION, name="shop", alias="production", version="1", weights={"2": 0.1})
