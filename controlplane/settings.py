@@ -270,6 +270,15 @@ AWS_RETRY_LIMIT = env.int("AWS_RETRY_LIMIT", default=5)  # task-level retries af
 HEALTH_PROBE_INTERVAL = env.float("HEALTH_PROBE_INTERVAL", default=10.0)
 HEALTH_PROBE_TIMEOUT = env.float("HEALTH_PROBE_TIMEOUT", default=5.0)
 HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=2)
+# Seconds a probe round's claim on a placement lasts: no other round probes it meanwhile; a round
+# that died frees its placements after this (plus half an interval).
+HEALTH_PROBE_LEASE = env.float("HEALTH_PROBE_LEASE", default=60.0)
+# More than this many down/up transitions of a placement within HEALTH_FLAP_WINDOW is flapping:
+# one FLAPPING alert, then silence until it is stable. 0: no flap damping.
+HEALTH_FLAP_TRANSITIONS = env.int("HEALTH_FLAP_TRANSITIONS", default=4)
+# Seconds transitions are counted in, and how long a flapping placement must be stable before
+# its alerts resume.
+HEALTH_FLAP_WINDOW = env.float("HEALTH_FLAP_WINDOW", default=600.0)
 HEALTH_RECOVERY_THRESHOLD = env.int("HEALTH_RECOVERY_THRESHOLD", default=2)
 HEALTH_PROBE_RETENTION_DAYS = env.int("HEALTH_PROBE_RETENTION_DAYS", default=7)
 HEALTH_REMINDER_MINUTES = env.int("HEALTH_REMINDER_MINUTES", default=0)  # 0: no reminders
