@@ -162,7 +162,7 @@ def incident_message(incident, event: str, *, reminder: bool = False, flap: str 
         event=event,
         title=title,
         text=text,
-        url=settings.SITE_URL + settings.HEALTH_URL_PATH.format(app=app.slug),
+        url=settings.SITE_URL + settings.HEALTH_URL_PATH.format(app=app.slug) + f"?team={app.team.slug}",
         fields=fields,
         severity=severity,
         data={

@@ -58,7 +58,7 @@ def test_region_going_down_opens_one_incident_and_alerts_once_then_recovers(team
     assert body["blocks"][0]["text"]["text"] == "DOWN: api production in eu-west-1"
     fields = " ".join(f["text"] for f in body["blocks"][2]["fields"])
     assert "*App*\napi" in fields and "*Stage*\nproduction" in fields and "*Region*\neu-west-1" in fields
-    assert body["blocks"][3]["elements"][0]["url"].endswith("/apps/api/health/")
+    assert body["blocks"][3]["elements"][0]["url"].endswith(f"/apps/api/health/?team={team.slug}")
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["oncall@example.com"]
     assert mail.outbox[0].subject == "[controlplane] DOWN: api production in eu-west-1"
