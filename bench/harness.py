@@ -1,5 +1,6 @@
 """What the deploy benchmarks share: a private control plane (fresh database and data folder),
-a moto server behind a proxy that adds latency to every AWS call, local servers standing in for
+a moto server behind a proxy that adds latency to every AWS call (in a process of its own, as
+AWS is on other machines), local servers standing in for
 the regions' endpoints, and a real Celery worker process.
 
 Run a benchmark from the repository root: ``python bench/fanout.py``. With ``REDIS_URL`` and
@@ -12,12 +13,15 @@ from __future__ import annotations
 import io
 import json
 import os
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
 import zipfile
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,9 +46,31 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.test.utils import setup_databases, teardown_databases  # noqa: E402
 
-from tests.support.awsproxy import FaultyAwsProxy  # noqa: E402
-from tests.support.processes import MotoServer, WorkerProcess, wait_for  # noqa: E402
+from tests.support.processes import WorkerProcess, wait_for  # noqa: E402
 from tests.support.regionservers import RegionEndpoints  # noqa: E402
+
+
+class RemoteAws:
+    """bench/aws_emulator.py in a subprocess: fake AWS with latency, off the benchmark's CPU."""
+
+    def __init__(self, delay_ms: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "aws_emulator.py"), str(delay_ms)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        urls = json.loads(self.proc.stdout.readline())
+        self.url, self.moto_url, self._stats = urls["proxy"], urls["moto"], urls["stats"]
+
+    @property
+    def requests(self) -> int:
+        return httpx.get(self._stats, timeout=10).json()["requests"]
+
+    def stop(self) -> None:
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
 
 
 def handler_zip() -> bytes:
@@ -63,8 +89,8 @@ class Stack:
 
     def __enter__(self) -> Stack:
         self._db = setup_databases(verbosity=0, interactive=False)
-        self.moto = MotoServer().start()
-        self.proxy = FaultyAwsProxy(self.moto.url).start()
+        self.aws = RemoteAws(self.delay_ms)
+        self.proxy = self.aws
         self.endpoints = RegionEndpoints().start()
         os.environ["AWS_ENDPOINT_URL"] = self.proxy.url
         settings.AWS_ENDPOINT_URL = self.proxy.url
@@ -79,13 +105,11 @@ class Stack:
             concurrency=self.concurrency,
             name=f"bench-{RUN}",
         ).start()
-        self.proxy.delay_s = self.delay_ms / 1000
         return self
 
     def __exit__(self, *exc) -> None:
         self.worker.stop()
-        self.proxy.stop()
-        self.moto.stop()
+        self.aws.stop()
         self.endpoints.stop()
         teardown_databases(self._db, verbosity=0)
 

@@ -23,6 +23,14 @@ def start_deployment(deployment_id: int) -> None:
     start(deployment_id)
 
 
+@shared_task(name="workers.rollback_regions", acks_late=True)
+def rollback_regions(deployment_id: int) -> int:
+    """Move every region of a rollback at once, from one task (falls back to deploy_region)."""
+    from deployments.services.region_job import run_rollback
+
+    return run_rollback(deployment_id)
+
+
 @shared_task(
     name="workers.deploy_region",
     bind=True,

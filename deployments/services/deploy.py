@@ -302,24 +302,11 @@ def create_deployment(
     )
     _supersede_older(deployment)
     if kind == DeploymentKind.ROLLBACK and deployment.release_id:
-        # Nothing to build and one wave: release every region now, one broker hop sooner.
-        transaction.on_commit(lambda: _release_now(deployment.pk))
+        # Nothing to build and one wave: one task moves every region's alias at once.
+        transaction.on_commit(lambda: _enqueue_start(deployment.pk, rollback=True))
     else:
         transaction.on_commit(lambda: _enqueue_start(deployment.pk))
     return deployment
-
-
-def _release_now(deployment_id: int) -> None:
-    from .region_job import advance
-
-    try:
-        advance(deployment_id=deployment_id)
-    except Exception:  # noqa: BLE001 - the row is queued; the reaper starts it
-        import logging
-
-        logging.getLogger("controlplane.deployments").exception(
-            "could not release deployment %s; it stays queued for the reaper", deployment_id
-        )
 
 
 def _describe(deployment: Deployment) -> str:
@@ -332,11 +319,11 @@ def _describe(deployment: Deployment) -> str:
     return "a new release"
 
 
-def _enqueue_start(deployment_id: int) -> None:
-    from workers.tasks import start_deployment
+def _enqueue_start(deployment_id: int, *, rollback: bool = False) -> None:
+    from workers.tasks import rollback_regions, start_deployment
 
     try:
-        start_deployment.delay(deployment_id)
+        (rollback_regions if rollback else start_deployment).delay(deployment_id)
     except Exception:  # noqa: BLE001 - broker down: the row is queued; the reaper picks it up
         import logging
 

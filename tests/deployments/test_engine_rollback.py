@@ -90,8 +90,7 @@ def test_a_rollback_does_not_wait_for_another_stages_deploy_in_the_region(v1_v2,
         principal=principal_for(app),
         to=f"deployment:{first.pk}",
     )
-    engine.deliver(only="workers.start_deployment")
-    engine.deliver(only="workers.deploy_region")
+    engine.deliver(only="workers.rollback_regions")
     status, regions = status_of(back)
     assert status == DeploymentStatus.SUCCEEDED, regions
     assert aliases(aws, app)["us-east-1"] == "1"
@@ -116,3 +115,31 @@ def test_a_rollback_failing_verify_leaves_the_restored_version_and_notifies_fail
     assert set(aliases(aws, app).values()) == {"1"}
     assert back.events.filter(message__contains="stays on version 1").exists()
     assert events_of(back) == ["deploy_failed", "deploy_started"]
+
+
+def test_a_rollback_is_one_task_that_moves_every_region(v1_v2, engine, aws):
+    app, first, second = v1_v2
+    rolled = rollback(app=app, stage=app.stages.get(name="production"), principal=principal_for(app))
+
+    assert [m.task for m in engine.sent] == ["workers.rollback_regions"]
+    engine.deliver()
+
+    assert status_of(rolled)[0] == DeploymentStatus.SUCCEEDED
+    assert set(aliases(aws, app).values()) == {"1"}
+    assert sorted(rolled.regions.values_list("attempts", flat=True)) == [1, 1, 1]
+
+
+def test_a_rollback_whose_task_was_lost_is_finished_by_the_reaper(v1_v2, engine, aws, settings):
+    from deployments.services.reaper import reap
+
+    app, first, second = v1_v2
+    rolled = rollback(app=app, stage=app.stages.get(name="production"), principal=principal_for(app))
+    engine.drop()
+    assert set(aliases(aws, app).values()) == {"2"}
+
+    settings.REQUEUE_AFTER = 0
+    reap()
+    engine.deliver()
+
+    assert status_of(rolled)[0] == DeploymentStatus.SUCCEEDED
+    assert set(aliases(aws, app).values()) == {"1"}

@@ -47,7 +47,7 @@ class RecordingBroker:
         """Run what was sent, and what that sends, until nothing is left (a worker with a queue).
         Notifications are not delivered (dropped). ``only`` runs one task's messages and keeps the
         rest; ``early=False`` keeps the messages sent with a countdown (bake time) too."""
-        from deployments.services.region_job import RetryLater, run_region, start
+        from deployments.services.region_job import RetryLater, run_region, run_rollback, start
 
         for _ in range(rounds):
             messages, kept = [], []
@@ -62,6 +62,8 @@ class RecordingBroker:
             for message in messages:
                 if message.task == "workers.start_deployment":
                     start(message.args[0])
+                elif message.task == "workers.rollback_regions":
+                    run_rollback(message.args[0])
                 elif message.task == "workers.deploy_region":
                     try:
                         run_region(message.args[0])
