@@ -65,7 +65,7 @@ def main() -> None:
             assert len(target) == 1 and target != before
             (version,) = target
             while live.filter(version=version).count() < len(regions):
-                time.sleep(0.002)
+                time.sleep(0.01)  # coarse enough to leave the CPU to the system measured
             elapsed = time.perf_counter() - start
             times.append(elapsed)
             print(
