@@ -154,8 +154,20 @@ def claim_rollback(deployment_id: int) -> list[RegionDeployment]:
             return []
         now = timezone.now()
         RegionDeployment.objects.filter(pk__in=ids, status=RegionStatus.QUEUED).update(
-            status=RegionStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1
+            status=RegionStatus.RUNNING, started_at=now, heartbeat_at=now, attempts=F("attempts") + 1,
+            step=ROLLBACK_STEPS[0],
+        )  # fmt: skip
+        # What each region serves now is what the rollback replaces: recorded here, in this one
+        # transaction, so the region threads start with nothing to write before the alias moves.
+        live = dict(
+            StagePlacement.objects.filter(
+                stage_id=deployment.stage_id, placement__app_id=deployment.app_id
+            ).values_list("placement__region_id", "version")
         )
+        for rd in RegionDeployment.objects.filter(pk__in=ids, previous_version=""):
+            was = live.get(rd.region_id, "")
+            if was and was != rd.version:
+                RegionDeployment.objects.filter(pk=rd.pk).update(previous_version=was)
         started = bool(
             Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.QUEUED).update(
                 status=DeploymentStatus.RUNNING, started_at=now
@@ -273,7 +285,8 @@ class RegionRun:
                     level=EventLevel.WARNING,
                 )
                 return RegionStatus.CANCELLED
-            self.save(step=step)
+            if self.rd.step != step:
+                self.save(step=step)
             started = time.monotonic()
             try:
                 message = getattr(self, f"step_{step}")()
