@@ -179,12 +179,11 @@ def test_the_admin_will_not_reveal_a_secret_by_clearing_its_flag(staff, world):
     assert var.secret and var.value == ENV_SECRET
 
 
-def test_app_secrets_are_write_only_in_the_admin(staff, world):
-    app = world["app"]
-    webhook_secret = app.webhook_secret
+def _app_form(staff, app, **changes) -> dict:
+    """The app's change form as the admin renders it (with its one stage inline), plus ``changes``."""
     form = staff.get(_url(type(app), "change", app.pk)).context["adminform"].form
     data = {name: form[name].value() or "" for name in form.fields}
-    data.update({"webhook_secret": "", "git_credential": "", "memory_mb": 1024})
+    data.update(changes)
     data.update(
         {
             "stages-TOTAL_FORMS": "1",
@@ -195,6 +194,13 @@ def test_app_secrets_are_write_only_in_the_admin(staff, world):
             "stages-0-branch": "main",
         }
     )
+    return data
+
+
+def test_app_secrets_are_write_only_in_the_admin(staff, world):
+    app = world["app"]
+    webhook_secret = app.webhook_secret
+    data = _app_form(staff, app, webhook_secret="", git_credential="", memory_mb=1024)
 
     answer = staff.post(_url(type(app), "change", app.pk), data)
 
@@ -261,19 +267,7 @@ def test_an_ssh_key_pasted_in_the_admin_keeps_its_newlines_and_is_never_shown(st
     key = (
         "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjE\nAAAA\n-----END OPENSSH PRIVATE KEY-----\n"
     )
-    form = staff.get(_url(type(app), "change", app.pk)).context["adminform"].form
-    data = {name: form[name].value() or "" for name in form.fields}
-    data.update({"webhook_secret": "", "git_credential": key})
-    data.update(
-        {
-            "stages-TOTAL_FORMS": "1",
-            "stages-INITIAL_FORMS": "1",
-            "stages-0-id": str(app.stages.get().pk),
-            "stages-0-app": str(app.pk),
-            "stages-0-name": "production",
-            "stages-0-branch": "main",
-        }
-    )
+    data = _app_form(staff, app, webhook_secret="", git_credential=key)
 
     answer = staff.post(_url(type(app), "change", app.pk), data)
 
