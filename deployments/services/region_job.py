@@ -37,6 +37,10 @@ READY = "ready"  # step marker: the region was released to the workers (its wave
 REBUILD = "rebuild"  # event step: a build whose worker died was started again
 BUILD_RESTARTS = 1  # builds restarted after a dead worker before the deployment is failed
 DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "prune")
+# The regional API and its DNS need nothing the function steps make (the integration invokes the
+# alias by name), so they run alongside artifact, function and version; the alias moves only once
+# both are done.
+SIDE_STEPS = ("api", "dns")
 ROLLBACK_STEPS = ("alias", "verify")
 VERSION_MARKER = "cp-release-{release_id} "
 
@@ -253,6 +257,11 @@ class RegionRun:
         self.endpoint = ""
         self.regional_domain: tuple[str, str] | None = None
         self.health_check_id = ""
+        # What this run learnt, so later steps need not ask AWS again: the function was created
+        # by this run (so it has no other version, alias or policy), and the stage alias as read.
+        self.created_function = False
+        self.version_searched = False
+        self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
 
     # logging -------------------------------------------------------------------------------
     def log(self, message: str, *, step: str = "", level: str = EventLevel.INFO, duration_ms=None) -> None:
@@ -277,7 +286,34 @@ class RegionRun:
 
     def run(self) -> str:
         """Run the remaining steps; returns the region's final status. Raises RetryLater."""
-        for step in self.steps():
+        steps = self.steps()
+        side = [step for step in steps if step in SIDE_STEPS]
+        if not side:
+            return self.run_steps(steps)
+        first = steps.index(side[0])
+        join = steps.index(side[-1]) + 1
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"api-{self.code}") as pool:
+            api = pool.submit(self._run_side, side)
+            try:
+                status = self.run_steps(steps[:first])
+            finally:
+                side_status = api.result()  # re-raises RetryLater or a crash of the API steps
+        if status != RegionStatus.SUCCEEDED:
+            return status
+        if side_status != RegionStatus.SUCCEEDED:
+            return side_status
+        return self.run_steps(steps[join:])
+
+    def _run_side(self, steps: list[str]) -> str:
+        try:
+            return self.run_steps(steps, record_step=False)
+        finally:
+            connection.close()  # this thread's own connection
+
+    def run_steps(self, steps, *, record_step: bool = True) -> str:
+        """Run ``steps`` in order; the region's final status if one ends it, else SUCCEEDED.
+        ``record_step``: keep ``step`` of the region deployment on the step running."""
+        for step in steps:
             if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
                 self.log(
                     f"Stopped before '{step}': the deployment was cancelled or superseded.",
@@ -285,7 +321,7 @@ class RegionRun:
                     level=EventLevel.WARNING,
                 )
                 return RegionStatus.CANCELLED
-            if self.rd.step != step:
+            if record_step and self.rd.step != step:
                 self.save(step=step)
             started = time.monotonic()
             try:
@@ -338,10 +374,22 @@ class RegionRun:
         s3.ensure_bucket(self.code, bucket, role_arn=self.role)
         if s3.object_exists(self.code, bucket, key, role_arn=self.role):
             return f"Artifact {artifact.sha256[:12]} already in s3://{bucket}; not uploaded again."
-        s3.upload_file(
-            self.code, bucket, key, str(artifact_path(artifact)), role_arn=self.role,
-            sha256_hex=artifact.sha256,
-        )  # fmt: skip
+
+        def upload():
+            s3.upload_file(
+                self.code, bucket, key, str(artifact_path(artifact)), role_arn=self.role,
+                sha256_hex=artifact.sha256,
+            )  # fmt: skip
+
+        try:
+            upload()
+        except AwsError as err:
+            if err.code != "NoSuchBucket":
+                raise
+            # The bucket this process had seen is gone (deleted behind our back): make it again.
+            s3.forget_bucket(self.code, bucket, role_arn=self.role)
+            s3.ensure_bucket(self.code, bucket, role_arn=self.role)
+            upload()
         return f"Uploaded artifact {artifact.sha256[:12]} ({artifact.size} bytes) to s3://{bucket}/{key}."
 
     def _existing_version(self):
@@ -349,48 +397,69 @@ class RegionRun:
             self.code, self.function, description_prefix=version_marker(self.release), role_arn=self.role
         )
 
+    def _settle(self, info: lambda_.FunctionInfo) -> None:
+        """Wait for a create or update to finish unless Lambda's answer says it already has."""
+        if info.state == "Pending" or info.last_update_status == "InProgress" or not info.state:
+            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+
     def step_function(self) -> str:
-        existing = self._existing_version()
-        if existing is not None:
-            return f"Version {existing.version} for this release already published; function untouched."
+        info = lambda_.get_function(self.code, self.function, role_arn=self.role)
+        if info is not None:
+            existing = self._existing_version()
+            if existing is not None:
+                return f"Version {existing.version} for this release already published; function untouched."
+        self.version_searched = True  # (no function: no version of this release either)
         env = release_env(self.release).get(self.code, {})
         cfg = self.config
         artifact = self.release.artifact
         bucket, key = self.region.bucket, artifact.storage_key
-        info = lambda_.get_function(self.code, self.function, role_arn=self.role)
         if info is None:
             role = settings.AWS_LAMBDA_ROLE_ARN or iam.ensure_lambda_role(role_arn=self.role)
-            lambda_.create_function(
+            created = lambda_.create_function(
                 self.code, name=self.function, role=role, runtime=cfg["runtime"],
                 handler=cfg["handler"], memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"],
                 env=env, s3_bucket=bucket, s3_key=key, description=f"{self.app.team.slug}/{self.app.slug}",
                 role_arn=self.role,
             )  # fmt: skip
-            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            self.created_function = True
+            self._settle(created)
             return f"Created function {self.function} ({cfg['runtime']}, {cfg['memory_mb']} MB)."
         changed = []
         if info.code_sha256 != lambda_code_sha(artifact.sha256):
-            lambda_.update_code(
-                self.code, name=self.function, s3_bucket=bucket, s3_key=key, role_arn=self.role
+            self._settle(
+                lambda_.update_code(
+                    self.code, name=self.function, s3_bucket=bucket, s3_key=key, role_arn=self.role
+                )
             )
-            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
             changed.append("code")
         wanted = (cfg["runtime"], cfg["handler"], cfg["memory_mb"], cfg["timeout_s"], env)
         have = (info.runtime, info.handler, info.memory_mb, info.timeout_s, info.env)
         if wanted != have:
-            lambda_.update_config(
-                self.code, name=self.function, runtime=cfg["runtime"], handler=cfg["handler"],
-                memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"], env=env, role_arn=self.role,
-            )  # fmt: skip
-            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            self._settle(
+                lambda_.update_config(
+                    self.code,
+                    name=self.function,
+                    runtime=cfg["runtime"],
+                    handler=cfg["handler"],
+                    memory_mb=cfg["memory_mb"],
+                    timeout_s=cfg["timeout_s"],
+                    env=env,
+                    role_arn=self.role,
+                )  # fmt: skip
+            )
             changed.append(f"configuration ({len(env)} env vars)")
         if not changed:
             return f"Function {self.function} already has this code and configuration."
         return f"Updated function {self.function}: {' and '.join(changed)}."
 
     def step_version(self) -> str:
-        alias = lambda_.get_alias(self.code, self.function, self.stage.name, role_arn=self.role)
-        existing = self._existing_version()
+        if self.created_function:
+            alias = self.alias_before = None  # a function made moments ago has no alias
+        else:
+            alias = self.alias_before = lambda_.get_alias(
+                self.code, self.function, self.stage.name, role_arn=self.role
+            )
+        existing = None if self.version_searched else self._existing_version()
         if existing is not None:
             version, note = existing.version, "already published (resumed)"
         else:
@@ -413,17 +482,15 @@ class RegionRun:
         )
 
     def step_api(self) -> str:
-        self.api_id = apigateway.ensure_rest_api(self.code, self.function, role_arn=self.role)
-        account = account_id(self.code, role_arn=self.role)
-        apigateway.ensure_lambda_proxy(
-            self.code, rest_api_id=self.api_id, function_name=self.function, account_id=account,
-            role_arn=self.role,
-        )  # fmt: skip
-        self.endpoint = apigateway.ensure_stage(
-            self.code, rest_api_id=self.api_id, stage=self.stage.name,
+        api = apigateway.ensure_lambda_api(
+            self.code, name=self.function, function_name=self.function,
+            account_id=account_id(self.code, role_arn=self.role), stage=self.stage.name,
             variables={"alias": self.stage.name}, role_arn=self.role,
         )  # fmt: skip
-        AppRegion.objects.filter(app=self.app, region=self.region).update(rest_api_id=self.api_id)
+        self.api_id, self.endpoint = api.id, api.endpoint
+        AppRegion.objects.filter(app=self.app, region=self.region).exclude(rest_api_id=api.id).update(
+            rest_api_id=api.id
+        )
         message = (
             f"REST API {self.api_id} stage '{self.stage.name}' → alias {self.stage.name}: {self.endpoint}"
         )
@@ -468,8 +535,9 @@ class RegionRun:
             return self._rollback_alias()
         version = self.rd.version
         lambda_.ensure_alias(
-            self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
-        )
+            self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role,
+            current=self.alias_before,
+        )  # fmt: skip
         self._permission()
         self._record_live(version)
         previous = self.rd.previous_version
@@ -500,8 +568,7 @@ class RegionRun:
         )
 
     def _permission(self) -> None:
-        placement = AppRegion.objects.get(app=self.app, region=self.region)
-        api_id = self.api_id or placement.rest_api_id
+        api_id = self.api_id or AppRegion.objects.get(app=self.app, region=self.region).rest_api_id
         if not api_id:
             return
         account = account_id(self.code, role_arn=self.role)
@@ -509,6 +576,7 @@ class RegionRun:
             self.code, name=self.function, alias=self.stage.name,
             source_arn=apigateway.source_arn(self.code, account_id=account, rest_api_id=api_id),
             statement_id=f"controlplane-apigateway-{self.stage.name}", role_arn=self.role,
+            new_alias=self.alias_before is None and self.created_function,
         )  # fmt: skip
 
     def _record_live(self, version: str) -> None:
@@ -553,6 +621,8 @@ class RegionRun:
         )
 
     def step_prune(self) -> str:
+        if self.created_function:
+            return ""  # its one version is the one just published
         try:
             deleted = prune_versions(app=self.app, region=self.region)
         except AwsError as err:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from dataclasses import dataclass
 
 from .session import aws_errors, client
 
@@ -50,11 +50,20 @@ def _api(region: str, role_arn: str):
     return client("apigateway", region, role_arn=role_arn)
 
 
-@aws_errors
-def ensure_rest_api(region: str, name: str, *, role_arn: str = "") -> str:
-    """The id of the REST API called ``name`` in ``region`` (the oldest if several), created as a
-    REGIONAL API when there is none."""
-    api = _api(region, role_arn)
+@dataclass(frozen=True)
+class RestApi:
+    """A REST API found or made by :func:`find_or_create_rest_api`; ``root_id`` is set only when it
+    was just created (its one resource is then ``/``, and it has no stages)."""
+
+    id: str
+    root_id: str = ""
+
+    @property
+    def created(self) -> bool:
+        return bool(self.root_id)
+
+
+def _find_or_create(api, name: str) -> RestApi:
     found = [
         item
         for page in api.get_paginator("get_rest_apis").paginate(PaginationConfig={"PageSize": 500})
@@ -62,21 +71,75 @@ def ensure_rest_api(region: str, name: str, *, role_arn: str = "") -> str:
         if item.get("name") == name
     ]
     if found:
-        return min(found, key=lambda item: item.get("createdDate") or 0)["id"]
+        return RestApi(min(found, key=lambda item: item.get("createdDate") or 0)["id"])
     created = api.create_rest_api(
         name=name,
         description="Managed by controlplane",
         endpointConfiguration={"types": ["REGIONAL"]},
     )
-    return created["id"]
+    return RestApi(created["id"], root_id=created["rootResourceId"])
 
 
-def _resources(api, rest_api_id: str) -> Iterator[dict]:
+@aws_errors
+def find_or_create_rest_api(region: str, name: str, *, role_arn: str = "") -> RestApi:
+    """The REST API called ``name`` in ``region`` (the oldest if several), created as a REGIONAL
+    API when there is none."""
+    return _find_or_create(_api(region, role_arn), name)
+
+
+@aws_errors
+def ensure_rest_api(region: str, name: str, *, role_arn: str = "") -> str:
+    """The id of the REST API called ``name`` (see :func:`find_or_create_rest_api`)."""
+    return _find_or_create(_api(region, role_arn), name).id
+
+
+def _resources(api, rest_api_id: str) -> list[dict]:
     pages = api.get_paginator("get_resources").paginate(
         restApiId=rest_api_id, embed=["methods"], PaginationConfig={"PageSize": 500}
     )
-    for page in pages:
-        yield from page.get("items", [])
+    return [item for page in pages for item in page.get("items", [])]
+
+
+def _proxy_methods(api, rest_api_id: str, uri: str, resources: list[dict]) -> tuple[list[dict], bool]:
+    """Make ``ANY /`` and ``ANY /{proxy+}`` integrate with ``uri`` given the API's ``resources``
+    (with their methods); returns the resources as they are afterwards, and whether anything
+    changed. Calls run one after another: API Gateway refuses concurrent changes to one API."""
+    by_path = {item["path"]: dict(item) for item in resources}
+    root = by_path["/"]
+    proxy = by_path.get(PROXY_PATH)
+    changed = False
+    if proxy is None:
+        made = api.create_resource(restApiId=rest_api_id, parentId=root["id"], pathPart="{proxy+}")
+        proxy = by_path[PROXY_PATH] = {"id": made["id"], "path": PROXY_PATH}
+        changed = True
+    for resource in (root, proxy):
+        methods = resource["resourceMethods"] = dict(resource.get("resourceMethods") or {})
+        method = methods.get("ANY")
+        if method is None:
+            params = {"method.request.path.proxy": True} if resource is proxy else {}
+            api.put_method(
+                restApiId=rest_api_id,
+                resourceId=resource["id"],
+                httpMethod="ANY",
+                authorizationType="NONE",
+                requestParameters=params,
+            )
+            method = methods["ANY"] = {"authorizationType": "NONE"}
+            changed = True
+        integration = method.get("methodIntegration") or {}
+        if integration.get("type") != "AWS_PROXY" or integration.get("uri") != uri:
+            api.put_integration(
+                restApiId=rest_api_id,
+                resourceId=resource["id"],
+                httpMethod="ANY",
+                type="AWS_PROXY",
+                integrationHttpMethod="POST",
+                uri=uri,
+            )
+            integration = {"type": "AWS_PROXY", "httpMethod": "POST", "uri": uri}
+            methods["ANY"] = {**method, "methodIntegration": integration}
+            changed = True
+    return list(by_path.values()), changed
 
 
 @aws_errors
@@ -88,44 +151,14 @@ def ensure_lambda_proxy(
     change reaches a stage at its next :func:`ensure_stage`)."""
     api = _api(region, role_arn)
     uri = lambda_integration_uri(region, account_id=account_id, function_name=function_name)
-    by_path = {item["path"]: item for item in _resources(api, rest_api_id)}
-    root = by_path["/"]
-    proxy = by_path.get(PROXY_PATH)
-    changed = False
-    if proxy is None:
-        proxy = api.create_resource(restApiId=rest_api_id, parentId=root["id"], pathPart="{proxy+}")
-        changed = True
-    for resource in (root, proxy):
-        method = (resource.get("resourceMethods") or {}).get("ANY")
-        if method is None:
-            params = {"method.request.path.proxy": True} if resource is proxy else {}
-            api.put_method(
-                restApiId=rest_api_id,
-                resourceId=resource["id"],
-                httpMethod="ANY",
-                authorizationType="NONE",
-                requestParameters=params,
-            )
-            changed = True
-        integration = (method or {}).get("methodIntegration") or {}
-        if integration.get("type") != "AWS_PROXY" or integration.get("uri") != uri:
-            api.put_integration(
-                restApiId=rest_api_id,
-                resourceId=resource["id"],
-                httpMethod="ANY",
-                type="AWS_PROXY",
-                integrationHttpMethod="POST",
-                uri=uri,
-            )
-            changed = True
-    return changed
+    return _proxy_methods(api, rest_api_id, uri, _resources(api, rest_api_id))[1]
 
 
-def _methods_fingerprint(api, rest_api_id: str) -> str:
-    """A digest of every method and integration of the API: a stage whose deployment was made from
-    another digest serves stale methods and needs a new deployment."""
+def _fingerprint(resources: list[dict]) -> str:
+    """A digest of every method and integration of an API's ``resources``: a stage whose
+    deployment was made from another digest serves stale methods and needs a new deployment."""
     shape = {}
-    for resource in _resources(api, rest_api_id):
+    for resource in resources:
         for verb, method in (resource.get("resourceMethods") or {}).items():
             integration = method.get("methodIntegration") or {}
             shape[f"{verb} {resource['path']}"] = [
@@ -137,18 +170,17 @@ def _methods_fingerprint(api, rest_api_id: str) -> str:
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:20]
 
 
-@aws_errors
-def ensure_stage(
-    region: str, *, rest_api_id: str, stage: str, variables: dict[str, str], role_arn: str = ""
+def _ensure_stage(
+    api, region: str, rest_api_id: str, stage: str, variables: dict[str, str], fingerprint: str, new_api: bool
 ) -> str:
-    """Stage ``stage`` serving the API's current methods, with ``variables`` set (other variables are
-    left alone). A deployment is created only when the stage is new or its methods changed.
-    Returns the stage's invoke URL."""
-    api = _api(region, role_arn)
-    marker = DEPLOYMENT_MARKER + _methods_fingerprint(api, rest_api_id)
-    try:
-        current = api.get_stage(restApiId=rest_api_id, stageName=stage)
-    except api.exceptions.NotFoundException:
+    marker = DEPLOYMENT_MARKER + fingerprint
+    current = None
+    if not new_api:  # a REST API made moments ago has no stages
+        try:
+            current = api.get_stage(restApiId=rest_api_id, stageName=stage)
+        except api.exceptions.NotFoundException:
+            pass
+    if current is None:
         api.create_deployment(
             restApiId=rest_api_id, stageName=stage, variables=dict(variables), description=marker
         )
@@ -165,6 +197,51 @@ def ensure_stage(
     if operations:
         api.update_stage(restApiId=rest_api_id, stageName=stage, patchOperations=operations)
     return invoke_url(region, rest_api_id, stage)
+
+
+@aws_errors
+def ensure_stage(
+    region: str, *, rest_api_id: str, stage: str, variables: dict[str, str], role_arn: str = ""
+) -> str:
+    """Stage ``stage`` serving the API's current methods, with ``variables`` set (other variables are
+    left alone). A deployment is created only when the stage is new or its methods changed.
+    Returns the stage's invoke URL."""
+    api = _api(region, role_arn)
+    fingerprint = _fingerprint(_resources(api, rest_api_id))
+    return _ensure_stage(api, region, rest_api_id, stage, variables, fingerprint, new_api=False)
+
+
+@dataclass(frozen=True)
+class LambdaApi:
+    id: str
+    endpoint: str  # the stage's invoke URL
+    created: bool  # the REST API was made by this call
+
+
+@aws_errors
+def ensure_lambda_api(
+    region: str,
+    *,
+    name: str,
+    function_name: str,
+    account_id: str,
+    stage: str,
+    variables: dict[str, str],
+    role_arn: str = "",
+) -> LambdaApi:
+    """What :func:`ensure_rest_api`, :func:`ensure_lambda_proxy` and :func:`ensure_stage` do one
+    after another, reading each thing once: the API's resources are read once (not at all for an
+    API this call creates), and the stage's deployment is checked against the methods as they
+    are after the changes, so a deploy to a region that has everything costs four reads."""
+    api = _api(region, role_arn)
+    found = _find_or_create(api, name)
+    uri = lambda_integration_uri(region, account_id=account_id, function_name=function_name)
+    resources = [{"id": found.root_id, "path": "/"}] if found.created else _resources(api, found.id)
+    resources, _ = _proxy_methods(api, found.id, uri, resources)
+    endpoint = _ensure_stage(
+        api, region, found.id, stage, variables, _fingerprint(resources), new_api=found.created
+    )
+    return LambdaApi(found.id, endpoint, found.created)
 
 
 @aws_errors

@@ -356,6 +356,9 @@ def list_aliases(region: str, name: str, *, role_arn: str = "") -> list[AliasInf
     return [_alias_info(alias) for page in pages for alias in page.get("Aliases", [])]
 
 
+UNREAD = object()  # ensure_alias: the caller has not read the alias
+
+
 def _same_weights(a: dict[str, float], b: dict[str, float]) -> bool:
     return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-9 for k in a)
 
@@ -369,12 +372,17 @@ def ensure_alias(
     version: str,
     weights: dict[str, float] | None = None,
     role_arn: str = "",
+    current: AliasInfo | None | object = UNREAD,
 ) -> AliasInfo:
     """Alias ``alias`` of ``name`` pointing at ``version`` with exactly ``weights`` (``{version:
-    share}`` of extra traffic, for a canary; none clears them). Nothing is called when it already is."""
+    share}`` of extra traffic, for a canary; none clears them). Nothing is called when it already is.
+
+    ``current``: the alias as the caller has just read it (None: it does not exist), to skip
+    reading it again."""
     lam = _lambda(region, role_arn)
     wanted = AliasInfo(alias, str(version), {str(k): float(v) for k, v in (weights or {}).items()})
-    current = get_alias(region, name, alias, role_arn=role_arn)
+    if current is UNREAD:
+        current = get_alias(region, name, alias, role_arn=role_arn)
     if current and current.version == wanted.version and _same_weights(current.weights, wanted.weights):
         return current
     routing = {"AdditionalVersionWeights": wanted.weights}
@@ -443,15 +451,23 @@ def _source_arn(statement: dict) -> str:
 
 @aws_errors
 def ensure_invoke_permission(
-    region: str, *, name: str, alias: str, source_arn: str, statement_id: str, role_arn: str = ""
+    region: str,
+    *,
+    name: str,
+    alias: str,
+    source_arn: str,
+    statement_id: str,
+    role_arn: str = "",
+    new_alias: bool = False,
 ) -> None:
     """Let API Gateway (calls matching ``source_arn``) invoke ``name:alias``, as statement
     ``statement_id`` of the alias's resource policy. A statement with that id but another source
-    ARN is replaced."""
+    ARN is replaced. ``new_alias``: the caller has just created the alias, which therefore has
+    no policy to read."""
     lam = _lambda(region, role_arn)
     # moto keeps one policy per function and lets two statements share an id; AWS keeps one per
     # qualifier and refuses the second. Reading first gives the same answer on both.
-    existing = [s for s in _statements(lam, name, alias) if s.get("Sid") == statement_id]
+    existing = [] if new_alias else [s for s in _statements(lam, name, alias) if s.get("Sid") == statement_id]
     if any(_source_arn(s) == source_arn for s in existing):
         return
     if existing:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
-from .session import AwsError, aws_errors, client
+from .session import AwsError, aws_errors, client, register_cache
 
 SHA256_METADATA = "sha256"  # x-amz-meta-sha256: the artifact's content address, hex
 _MB = 1024 * 1024
@@ -16,6 +16,10 @@ TRANSFER_CONFIG = TransferConfig(
 )
 
 
+# (region, bucket, acting role) of buckets this process has found or made in their region.
+_known_buckets: dict[tuple[str, str, str], bool] = register_cache({})
+
+
 def _status(exc: ClientError) -> int:
     return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
@@ -24,7 +28,20 @@ def _status(exc: ClientError) -> int:
 def ensure_bucket(region: str, bucket: str, *, role_arn: str = "") -> None:
     """Create ``bucket`` in ``region`` (private) unless this account already owns it.
 
-    Raises AwsError (``403``/``BucketAlreadyExists``) when another account owns the name."""
+    Raises AwsError (``403``/``BucketAlreadyExists``) when another account owns the name. Once
+    this process has seen the bucket in place, nothing is called (see :func:`forget_bucket`)."""
+    if (region, bucket, role_arn) in _known_buckets:
+        return
+    _ensure_bucket(region, bucket, role_arn)
+    _known_buckets[(region, bucket, role_arn)] = True
+
+
+def forget_bucket(region: str, bucket: str, *, role_arn: str = "") -> None:
+    """Check the bucket again at the next :func:`ensure_bucket` (it went missing)."""
+    _known_buckets.pop((region, bucket, role_arn), None)
+
+
+def _ensure_bucket(region: str, bucket: str, role_arn: str) -> None:
     s3 = client("s3", region, role_arn=role_arn)
     try:
         head = s3.head_bucket(Bucket=bucket)

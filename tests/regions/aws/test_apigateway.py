@@ -116,6 +116,72 @@ def test_variables_of_a_missing_stage_are_empty(fake_aws):
     assert apigateway.get_stage_variables(REGION, api_id, "nope") == {}
 
 
+def _calls(service: str = "apigateway") -> list[str]:
+    """The operations the control plane's client for ``service`` sends from now on."""
+    from regions.aws.session import client
+
+    seen: list[str] = []
+    client(service, REGION).meta.events.register("before-call", lambda model, **_: seen.append(model.name))
+    return seen
+
+
+def _lambda_api(function_name: str = "shop", stage: str = "production") -> apigateway.LambdaApi:
+    return apigateway.ensure_lambda_api(
+        REGION, name="shop", function_name=function_name, account_id=ACCOUNT, stage=stage,
+        variables={"alias": stage},
+    )  # fmt: skip
+
+
+def test_lambda_api_makes_a_new_api_without_reading_it_back(fake_aws):
+    calls = _calls()
+    made = _lambda_api()
+    assert made.created is True
+    assert made.endpoint == f"https://{made.id}.execute-api.{REGION}.amazonaws.com/production"
+    assert [c for c in calls if c.startswith("Get")] == ["GetRestApis"]
+    methods = _methods(made.id)
+    assert {path: methods[path]["ANY"]["methodIntegration"]["type"] for path in methods} == {
+        "/": "AWS_PROXY",
+        "/{proxy+}": "AWS_PROXY",
+    }
+    stage = plain("apigateway").get_stage(restApiId=made.id, stageName="production")
+    assert stage["variables"] == {"alias": "production"}
+    # The deployment is marked with the methods as AWS reports them: checking the stage the
+    # reading way finds nothing to redeploy.
+    apigateway.ensure_stage(
+        REGION, rest_api_id=made.id, stage="production", variables={"alias": "production"}
+    )
+    assert len(_deployments(made.id)) == 1
+
+
+def test_lambda_api_in_place_costs_four_reads_and_changes_nothing(fake_aws):
+    first = _lambda_api()
+    calls = _calls()
+    again = _lambda_api()
+    assert (again.id, again.created, again.endpoint) == (first.id, False, first.endpoint)
+    assert calls == ["GetRestApis", "GetResources", "GetStage", "GetDeployment"]
+    assert len(_deployments(first.id)) == 1
+
+
+def test_lambda_api_on_an_existing_api_adds_a_stage_and_follows_method_changes(fake_aws):
+    api_id = _api_with_proxy("shop")
+    apigateway.ensure_stage(REGION, rest_api_id=api_id, stage="production", variables={"alias": "production"})
+    staging = _lambda_api(stage="staging")
+    assert (staging.id, staging.created) == (api_id, False)
+    assert apigateway.get_stage_variables(REGION, api_id, "staging") == {"alias": "staging"}
+    before = plain("apigateway").get_stage(restApiId=api_id, stageName="production")["deploymentId"]
+
+    _lambda_api("shop-v2", stage="production")
+
+    now = plain("apigateway").get_stage(restApiId=api_id, stageName="production")["deploymentId"]
+    assert now != before
+    uris = {m["ANY"]["methodIntegration"]["uri"] for m in _methods(api_id).values()}
+    assert len(uris) == 1 and ":function:shop-v2:" in uris.pop()
+    # A reading check agrees the stage now serves what the API holds.
+    count = len(_deployments(api_id))
+    apigateway.ensure_stage(REGION, rest_api_id=api_id, stage="production", variables={"alias": "production"})
+    assert len(_deployments(api_id)) == count
+
+
 def test_source_arn_covers_every_method_of_the_stage():
     assert apigateway.source_arn(REGION, account_id=ACCOUNT, rest_api_id="abc", stage="production") == (
         f"arn:aws:execute-api:{REGION}:{ACCOUNT}:abc/production/*"
