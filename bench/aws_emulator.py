@@ -1,10 +1,13 @@
-"""Fake AWS for the deploy benchmarks, in a process of its own: a moto server behind the proxy
-that adds latency to every call. Real AWS is on other machines; running the emulator inside the
-benchmark's process would charge its CPU (and its share of the GIL) to the control plane.
+"""Fake AWS for the deploy benchmarks, in a process of its own: moto's server application, served
+twice from one process (one state): as is, and with a fixed latency added to every call. Real
+AWS is on other machines; running the emulator inside the benchmark's process would charge its
+CPU (and its share of the GIL) to the control plane. The latency is added inside the server,
+not by a forwarding proxy, so the emulator spends its CPU on answering calls, as little of it
+as moto allows.
 
-Prints one JSON line, ``{"moto": URL, "proxy": URL}``, then serves until stdin closes. The
-proxy's added latency is the first argument, in milliseconds; ``GET <proxy>/__proxy/requests``
-answers how many AWS calls went through it.
+Prints one JSON line, ``{"moto": URL, "proxy": URL, "stats": URL}`` ("proxy" is the URL with
+the latency), then serves until stdin closes. The added latency is the first argument, in
+milliseconds; ``GET <stats>`` answers how many AWS calls the latency URL served.
 """
 
 from __future__ import annotations
@@ -13,28 +16,48 @@ import json
 import logging
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from moto.server import ThreadedMotoServer  # noqa: E402
+from moto.moto_server.threaded_moto_server import MotoRequestHandler  # noqa: E402
+from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
+from werkzeug.serving import make_server  # noqa: E402
 
-from tests.support.awsproxy import FaultyAwsProxy  # noqa: E402
+
+class Delayed:
+    """WSGI middleware: every request waits ``delay_s`` before moto answers it (a thread per
+    connection, so waiting requests do not hold each other up)."""
+
+    def __init__(self, app, delay_s: float) -> None:
+        self.app, self.delay_s = app, delay_s
+        self.requests = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self._lock:
+            self.requests += 1
+        time.sleep(self.delay_s)
+        return self.app(environ, start_response)
+
+
+def serve(app) -> str:
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
 
 
 def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     delay_ms = float(sys.argv[1]) if len(sys.argv) > 1 else 50.0
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    host, port = moto.get_host_and_port()
-    proxy = FaultyAwsProxy(f"http://{host}:{port}").start()
-    proxy.delay_s = delay_ms / 1000
+    moto = DomainDispatcherApplication(create_backend_app)
+    delayed = Delayed(moto, delay_ms / 1000)
 
     class Stats(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
-            body = json.dumps({"requests": proxy.requests}).encode()
+            body = json.dumps({"requests": delayed.requests}).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -45,16 +68,13 @@ def main() -> None:
 
     stats = ThreadingHTTPServer(("127.0.0.1", 0), Stats)
     threading.Thread(target=stats.serve_forever, daemon=True).start()
-    print(
-        json.dumps(
-            {"moto": f"http://{host}:{port}", "proxy": proxy.url,
-             "stats": f"http://127.0.0.1:{stats.server_address[1]}"}
-        ),
-        flush=True,
-    )  # fmt: skip
+    urls = {
+        "moto": serve(moto),
+        "proxy": serve(delayed),
+        "stats": f"http://127.0.0.1:{stats.server_address[1]}",
+    }
+    print(json.dumps(urls), flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin (or exits)
-    proxy.stop()
-    moto.stop()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """What the deploy benchmarks share: a private control plane (fresh database and data folder),
-a moto server behind a proxy that adds latency to every AWS call (in a process of its own, as
-AWS is on other machines), local servers standing in for
+a moto server that adds latency to every AWS call (in a process of its own, as AWS is on other
+machines), local servers standing in for
 the regions' endpoints, and a real Celery worker process.
 
 Run a benchmark from the repository root: ``python bench/fanout.py``. With ``REDIS_URL`` and
@@ -35,6 +35,7 @@ for key, value in {
     "AWS_SECRET_ACCESS_KEY": "bench",
     "AWS_DEFAULT_REGION": "us-east-1",
     "LOG_LEVEL": "WARNING",
+    "DEBUG": "false",  # as in production: no query log kept in memory per SQL statement
     "DEPLOY_VERIFY_INTERVAL": "0.2",
 }.items():
     os.environ.setdefault(key, value)

@@ -15,7 +15,9 @@ def ping() -> dict:
     return {"pong": True, "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
-@shared_task(name="workers.start_deployment", acks_late=True)
+# Nobody reads what the deployment tasks return (the database holds every outcome), so no result
+# is stored for them.
+@shared_task(name="workers.start_deployment", acks_late=True, ignore_result=True)
 def start_deployment(deployment_id: int) -> None:
     """Build the release if needed, then release the first wave of regions."""
     from deployments.services.region_job import start
@@ -23,7 +25,7 @@ def start_deployment(deployment_id: int) -> None:
     start(deployment_id)
 
 
-@shared_task(name="workers.rollback_regions", acks_late=True)
+@shared_task(name="workers.rollback_regions", acks_late=True, ignore_result=True)
 def rollback_regions(deployment_id: int) -> int:
     """Move every region of a rollback at once, from one task (falls back to deploy_region)."""
     from deployments.services.region_job import run_rollback
@@ -35,6 +37,7 @@ def rollback_regions(deployment_id: int) -> int:
     name="workers.deploy_region",
     bind=True,
     acks_late=True,
+    ignore_result=True,
     max_retries=None,
     soft_time_limit=None,
 )

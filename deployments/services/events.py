@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -31,21 +31,27 @@ def log_event(
     refreshes its heartbeat (the reaper's sign of life). Callers must never pass secret values.
     """
     now = timezone.now()
-    with transaction.atomic():
-        Deployment.objects.filter(pk=deployment_id).update(last_seq=F("last_seq") + 1)
-        seq = Deployment.objects.filter(pk=deployment_id).values_list("last_seq", flat=True).get()
-        event = DeploymentEvent.objects.create(
-            deployment_id=deployment_id,
-            region_id=region_id,
-            seq=seq,
-            level=level,
-            step=step,
-            message=message[:10000],
-            duration_ms=duration_ms,
-            created_at=now,
+    message = message[:10000]
+    if connection.vendor == "postgresql":
+        event = _insert_in_one_statement(
+            deployment_id, region_id, level, step, message, duration_ms, now, region_deployment_id
         )
-        if region_deployment_id is not None:
-            RegionDeployment.objects.filter(pk=region_deployment_id).update(heartbeat_at=now)
+    else:
+        with transaction.atomic():
+            Deployment.objects.filter(pk=deployment_id).update(last_seq=F("last_seq") + 1)
+            seq = Deployment.objects.filter(pk=deployment_id).values_list("last_seq", flat=True).get()
+            event = DeploymentEvent.objects.create(
+                deployment_id=deployment_id,
+                region_id=region_id,
+                seq=seq,
+                level=level,
+                step=step,
+                message=message,
+                duration_ms=duration_ms,
+                created_at=now,
+            )
+            if region_deployment_id is not None:
+                RegionDeployment.objects.filter(pk=region_deployment_id).update(heartbeat_at=now)
     logger.log(
         logging.WARNING if level in (EventLevel.WARNING, EventLevel.ERROR) else logging.INFO,
         "deployment %s%s: %s",
@@ -54,3 +60,36 @@ def log_event(
         message[:500],
     )
     return event
+
+
+def _insert_in_one_statement(
+    deployment_id, region_id, level, step, message, duration_ms, now, region_deployment_id
+) -> DeploymentEvent:
+    """PostgreSQL: bump the counter, insert the line and refresh the heartbeat in one statement,
+    so the deployment row is locked only while the statement runs (not across round trips from a
+    busy worker, while every region of the deployment waits to log)."""
+    q = connection.ops.quote_name
+    deployments, events = q(Deployment._meta.db_table), q(DeploymentEvent._meta.db_table)
+    beat = ""
+    params: list = [deployment_id]
+    if region_deployment_id is not None:
+        regions = q(RegionDeployment._meta.db_table)
+        beat = f", beat AS (UPDATE {regions} SET heartbeat_at = %s WHERE id = %s)"  # noqa: S608
+        params += [now, region_deployment_id]
+    # Only table names are formatted in (from the models); every value is a parameter.
+    sql = (
+        f"WITH seq AS (UPDATE {deployments} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq)"  # noqa: S608
+        f"{beat} INSERT INTO {events} "
+        "(deployment_id, region_id, seq, level, step, message, duration_ms, created_at) "
+        "SELECT %s, %s, seq.last_seq, %s, %s, %s, %s, %s FROM seq RETURNING id, seq"
+    )
+    params += [deployment_id, region_id, level, step, message, duration_ms, now]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise Deployment.DoesNotExist(f"deployment {deployment_id} does not exist")
+    return DeploymentEvent(
+        id=row[0], deployment_id=deployment_id, region_id=region_id, seq=row[1], level=level,
+        step=step, message=message, duration_ms=duration_ms, created_at=now,
+    )  # fmt: skip

@@ -94,8 +94,8 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
         AppRegion.objects.select_for_update().filter(
             app_id=rd.deployment.app_id, region_id=rd.region_id
         ).first()
-        rd.refresh_from_db()
-        rd.deployment.refresh_from_db()
+        # Read again under the lock (what another worker did before we got it counts).
+        rd = RegionDeployment.objects.select_related("deployment", "region").get(pk=region_deployment_id)
         stale = rd.status == RegionStatus.RUNNING and (
             rd.heartbeat_at is None or rd.heartbeat_at < heartbeat_cutoff()
         )
@@ -109,12 +109,15 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
             )
         elif not region_is_busy(rd):
             now = timezone.now()
-            RegionDeployment.objects.filter(pk=rd.pk).update(
-                status=RegionStatus.RUNNING,
-                started_at=rd.started_at or now,
-                heartbeat_at=now,
-                attempts=rd.attempts + 1,
-            )
+            claimed = {
+                "status": RegionStatus.RUNNING,
+                "started_at": rd.started_at or now,
+                "heartbeat_at": now,
+                "attempts": rd.attempts + 1,
+            }
+            RegionDeployment.objects.filter(pk=rd.pk).update(**claimed)
+            for name, value in claimed.items():
+                setattr(rd, name, value)
             started = bool(
                 Deployment.objects.filter(pk=rd.deployment_id, status=DeploymentStatus.QUEUED).update(
                     status=DeploymentStatus.RUNNING, started_at=now
@@ -127,7 +130,6 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
         return None
     if started:
         notify_started(rd.deployment_id)
-    rd.refresh_from_db()
     if stale:
         log_event(
             deployment_id=rd.deployment_id,
@@ -314,15 +316,13 @@ class RegionRun:
         """Run ``steps`` in order; the region's final status if one ends it, else SUCCEEDED.
         ``record_step``: keep ``step`` of the region deployment on the step running."""
         for step in steps:
-            if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
+            if self._cancelled(step if record_step else None):
                 self.log(
                     f"Stopped before '{step}': the deployment was cancelled or superseded.",
                     step=step,
                     level=EventLevel.WARNING,
                 )
                 return RegionStatus.CANCELLED
-            if record_step and self.rd.step != step:
-                self.save(step=step)
             started = time.monotonic()
             try:
                 message = getattr(self, f"step_{step}")()
@@ -348,6 +348,18 @@ class RegionRun:
             if message:
                 self.log(message, step=step, duration_ms=int((time.monotonic() - started) * 1000))
         return RegionStatus.SUCCEEDED
+
+    def _cancelled(self, step: str | None) -> bool:
+        """True when the deployment was cancelled (or superseded); else records ``step`` as the
+        region's current one, when given, in the same statement."""
+        if step is None:
+            return Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists()
+        moved = RegionDeployment.objects.filter(pk=self.rd.pk, deployment__cancel_requested=False).update(
+            step=step
+        )
+        if moved:
+            self.rd.step = step
+        return not moved
 
     def fail_policy(self, step: str) -> str:
         """A failed region after its alias moved is moved back when the stage's policy says so."""
@@ -580,13 +592,17 @@ class RegionRun:
         )  # fmt: skip
 
     def _record_live(self, version: str) -> None:
-        placement = AppRegion.objects.get(app=self.app, region=self.region)
         defaults = {"version": version, "release": self.release}
         if self.endpoint:
             defaults["endpoint_url"] = self.endpoint
         if self.health_check_id:
             defaults["health_check_id"] = self.health_check_id
-        StagePlacement.objects.update_or_create(placement=placement, stage=self.stage, defaults=defaults)
+        # One statement when the stage is already placed in the region (every deploy but the first).
+        placed = StagePlacement.objects.filter(placement__app=self.app, placement__region=self.region,
+                                               stage=self.stage)  # fmt: skip
+        if not placed.update(**defaults):
+            placement = AppRegion.objects.get(app=self.app, region=self.region)
+            StagePlacement.objects.update_or_create(placement=placement, stage=self.stage, defaults=defaults)
 
     def step_verify(self) -> str:
         if not settings.DEPLOY_VERIFY:
