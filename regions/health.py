@@ -96,6 +96,7 @@ class _Connection(asyncio.Protocol):
         self._waiter: asyncio.Future | None = None
         self.open = False
         self.used = False  # it has answered a request before
+        self._surplus = False  # the server began another answer that nobody asked for
         self._start()
 
     def _start(self) -> None:
@@ -150,6 +151,8 @@ class _Connection(asyncio.Protocol):
         else:
             if self._waiter is not None and len(self._body) >= BODY_LIMIT:
                 self._finish(reusable=False)  # enough read; the rest is not worth the bytes
+        if self._surplus:
+            self.close()  # the parser is inside an answer to nothing: the next one would be misread
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
@@ -167,6 +170,10 @@ class _Connection(asyncio.Protocol):
             self._fail(InvalidResponse("the connection closed without a response"))
 
     # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:
+            self._surplus = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() in (b"content-length", b"transfer-encoding"):

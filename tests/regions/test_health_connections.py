@@ -173,6 +173,22 @@ def test_connection_close_from_the_server_is_honoured(scripted):
     assert server.connections() == 3
 
 
+def test_bytes_after_an_answer_do_not_leak_into_the_next_probes_answer(scripted):
+    # The start of a second answer nobody asked for follows each real one.
+    server = scripted(lambda r: answer(200, b"ok") + b"HTTP/1.1 500 Surplus\r\n")
+    results = probe_all([f"{server.url}/{i}" for i in range(3)])
+    assert [r.error for r in results] == ["", "", ""]
+    assert server.connections() == 3
+
+
+def test_a_chunked_body_is_read_and_the_connection_kept(scripted):
+    body = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    server = scripted(lambda r: b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    results = probe_all([f"{server.url}/{i}" for i in range(3)], expected_text="hello world")
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert server.connections() == 1
+
+
 def test_a_body_longer_than_the_limit_does_not_hold_up_the_next_probe(scripted):
     server = scripted(lambda r: answer(200, b"x" * (BODY_LIMIT * 4) + b"READY"))
     results = probe_all([f"{server.url}/{i}" for i in range(3)], expected_text="x")
