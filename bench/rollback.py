@@ -80,9 +80,13 @@ def main() -> None:
         assert moved == {version}, moved
 
     print(f"AWS latency added per call: {args.delay_ms:.0f} ms; regions: {len(regions)}")
+    # The first rollback is also the first time this process (the API's) calls Lambda in most of
+    # these regions: it builds their clients. It is shown apart; the target is about the others.
+    cold, warm = times[0], times[1:] or times
     print(
-        f"rollback, API call to every alias moved: median {statistics.median(times):.3f} s, "
-        f"best {min(times):.3f} s, worst {max(times):.3f} s (target <= 0.5 s)"
+        f"rollback, API call to every alias moved: median {statistics.median(warm):.3f} s, "
+        f"best {min(warm):.3f} s, worst {max(warm):.3f} s over runs 2-{len(times)} (target <= 0.5 s); "
+        f"first run (the API process builds its Lambda clients): {cold:.3f} s"
     )
 
 

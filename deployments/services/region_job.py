@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import Case, F, Value, When
 from django.utils import timezone
 
 from regions.aws import acm, apigateway, iam, lambda_, route53, s3
@@ -187,26 +187,94 @@ def claim_rollback(deployment_id: int) -> list[RegionDeployment]:
 def run_rollback(deployment_id: int) -> int:
     """A rollback's regions, all at once on this worker: one task and one claim instead of a task
     and a claim per region, so every alias moves about one AWS round trip after the request.
-    Each region runs exactly as ``run_region`` would; a region whose AWS call must be retried
-    goes back to the per-region task. A worker that dies here leaves running regions with a
-    stale heartbeat, which the reaper resumes one by one. Returns how many regions it ran."""
+
+    The region threads make only the UpdateAlias call; what the moves change in the database
+    (each region's live version, its log line) is written from this thread once they are done,
+    in a few statements, so no region waits for a database connection of its own before its
+    alias moves. Then each moved region is verified as ``run_region`` would. A region whose AWS
+    call must be retried goes back to the per-region task, resuming at the alias; a worker that
+    dies here leaves running regions with a stale heartbeat, which the reaper resumes one by
+    one. Returns how many regions it ran."""
     claimed = claim_rollback(deployment_id)
     if not claimed:
         return 0
+    deployment = Deployment.objects.select_related("app__team", "stage", "release__artifact").get(
+        pk=deployment_id
+    )
+    runs = [RegionRun(rd, loaded=deployment) for rd in claimed]
+    heartbeat = Heartbeat([rd.pk for rd in claimed])
+    try:
+        with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="rollback") as pool:
+            moves = list(pool.map(RegionRun.move_alias_only, runs))
+            moved = [run for run, error in zip(runs, moves, strict=True) if error is None]
+            record_live_versions(deployment, moved)
+            for run, error in zip(runs, moves, strict=True):
+                run.after_move(error)
+            list(pool.map(_finish_rollback_region, runs))
+    finally:
+        heartbeat.stop()
+    advance(deployment_id=deployment_id)
+    return len(claimed)
 
-    def run_one(rd: RegionDeployment) -> None:
+
+def _finish_rollback_region(run: RegionRun) -> None:
+    """The steps after the alias (verify), then the region's end; in a region thread."""
+    try:
+        if run.status is None:
+            run.status = run.run_steps(ROLLBACK_STEPS[1:])
+    except RetryLater:
+        run.status = _requeue(run)
+        if run.status == RegionStatus.QUEUED:
+            enqueue_regions([run.rd.pk], countdown=2)
+    except Exception as exc:  # noqa: BLE001 - never lose the other regions
+        logger.exception("rollback region deployment %s crashed", run.rd.pk)
+        run.log(f"Internal error: {type(exc).__name__}: {exc}", level=EventLevel.ERROR, step=run.rd.step)
+        run.status = RegionStatus.FAILED
+    finally:
         try:
-            run_claimed(rd)
-        except RetryLater:
-            enqueue_regions([rd.pk], countdown=2)
-        except Exception:  # noqa: BLE001 - run_claimed records failures; never lose the others
-            logger.exception("rollback region deployment %s crashed", rd.pk)
+            if run.status not in (TAKEN, RegionStatus.QUEUED):
+                finish_region(run.rd, run.status)
         finally:
             connection.close()
 
-    with ThreadPoolExecutor(max_workers=len(claimed), thread_name_prefix="rollback") as pool:
-        list(pool.map(run_one, claimed))
-    return len(claimed)
+
+TAKEN = "taken"  # _requeue: the region is no longer this worker's (failed by the reaper, resumed)
+
+
+def _requeue(run: RegionRun) -> str:
+    """After a transient AWS error: the region is queued again for the per-region task when it is
+    still ours and not cancelled (QUEUED; the caller sends the task), else CANCELLED (logged) or
+    TAKEN."""
+    requeued = RegionDeployment.objects.filter(
+        pk=run.rd.pk, status=RegionStatus.RUNNING, deployment__cancel_requested=False
+    ).update(status=RegionStatus.QUEUED)
+    if requeued:
+        return RegionStatus.QUEUED
+    if not RegionDeployment.objects.filter(pk=run.rd.pk, status=RegionStatus.RUNNING).exists():
+        return TAKEN
+    run.log("Not retried: the deployment was cancelled or superseded.", step=run.rd.step,
+            level=EventLevel.WARNING)  # fmt: skip
+    return RegionStatus.CANCELLED
+
+
+def record_live_versions(deployment: Deployment, runs: list[RegionRun]) -> None:
+    """What each region of ``runs`` serves now (its ``rd.version``, of the deployment's release),
+    for every region in two statements."""
+    if not runs:
+        return
+    placements = dict(
+        AppRegion.objects.filter(app_id=deployment.app_id, region_id__in=[r.rd.region_id for r in runs])
+        .values_list("region_id", "pk")
+    )  # fmt: skip
+    by_placement = {placements[r.rd.region_id]: r.rd.version for r in runs if r.rd.region_id in placements}
+    placed = StagePlacement.objects.filter(stage_id=deployment.stage_id, placement_id__in=by_placement)
+    updated = placed.update(
+        version=Case(*(When(placement_id=pk, then=Value(v)) for pk, v in by_placement.items())),
+        release=deployment.release,
+    )
+    if updated != len(runs):  # a placement row went missing meanwhile: make it, one by one
+        for run in runs:
+            run._record_live(run.rd.version)
 
 
 def region_is_busy(rd: RegionDeployment) -> bool:
@@ -240,13 +308,14 @@ def notify_started(deployment_id: int) -> None:
 @dataclass
 class RegionRun:
     rd: RegionDeployment
+    loaded: Deployment | None = None  # the deployment, when the caller has it loaded already
     deployment: Deployment = field(init=False)
     release: Release = field(init=False)
 
     def __post_init__(self) -> None:
-        self.deployment = Deployment.objects.select_related("app__team", "stage", "release__artifact").get(
-            pk=self.rd.deployment_id
-        )
+        self.deployment = self.loaded or Deployment.objects.select_related(
+            "app__team", "stage", "release__artifact"
+        ).get(pk=self.rd.deployment_id)
         self.release = self.deployment.release
         self.app = self.deployment.app
         self.stage = self.deployment.stage
@@ -264,6 +333,8 @@ class RegionRun:
         self.created_function = False
         self.version_searched = False
         self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
+        self.status: str | None = None  # the region's final status, once known (run_rollback)
+        self._move_started = 0.0
 
     # logging -------------------------------------------------------------------------------
     def log(self, message: str, *, step: str = "", level: str = EventLevel.INFO, duration_ms=None) -> None:
@@ -555,6 +626,42 @@ class RegionRun:
         previous = self.rd.previous_version
         return f"Alias {self.stage.name} on version {version}" + (f" (was {previous})." if previous else ".")
 
+    # A rollback's alias step in two halves, for run_rollback: the AWS call (no database), then
+    # what it means for the region (log, failure), the live version being recorded in between.
+    def move_alias_only(self) -> AwsError | None:
+        self._move_started = time.monotonic()
+        try:
+            lambda_.move_alias(
+                self.code, name=self.function, alias=self.stage.name, version=self.rd.version,
+                role_arn=self.role,
+            )  # fmt: skip
+        except AwsError as err:
+            return err
+        return None
+
+    def after_move(self, error: AwsError | None) -> None:
+        ms = int((time.monotonic() - self._move_started) * 1000)
+        if error is None:
+            self.log(self._moved_message(), step="alias", duration_ms=ms)
+            return
+        detail = f"{error.operation or 'AWS'} failed: {error.code}: {error.message}"
+        if error.retryable:
+            self.log(f"{detail} (transient; will retry)", step="alias", level=EventLevel.WARNING,
+                     duration_ms=ms)  # fmt: skip
+            self.status = _requeue(self)
+            if self.status == RegionStatus.QUEUED:
+                enqueue_regions([self.rd.pk], countdown=2)
+            return
+        self.log(detail, step="alias", level=EventLevel.ERROR, duration_ms=ms)
+        self.save(error=detail[:2000], error_code=error.code[:100])
+        self.status = self.fail_policy("alias")
+
+    def _moved_message(self) -> str:
+        previous = self.rd.previous_version
+        return f"Alias {self.stage.name} moved back to version {self.rd.version}" + (
+            f" (was {previous})." if previous else "."
+        )
+
     def _rollback_alias(self) -> str:
         """Move the alias only: the plan checked moments ago that the version exists (if it has
         vanished since, Lambda refuses the update and the region fails), and the invoke
@@ -574,10 +681,7 @@ class RegionRun:
             self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
         )
         self._record_live(version)
-        previous = self.rd.previous_version
-        return f"Alias {self.stage.name} moved back to version {version}" + (
-            f" (was {previous})." if previous else "."
-        )
+        return self._moved_message()
 
     def _permission(self) -> None:
         api_id = self.api_id or AppRegion.objects.get(app=self.app, region=self.region).rest_api_id
@@ -759,21 +863,22 @@ class Heartbeat:
     run (one step may outlast REGION_HEARTBEAT_TIMEOUT), so no other worker takes it over while
     this one is alive."""
 
-    def __init__(self, region_deployment_id: int) -> None:
-        self.pk = region_deployment_id
+    def __init__(self, region_deployment_ids: int | list[int]) -> None:
+        ids = region_deployment_ids
+        self.pks = [ids] if isinstance(ids, int) else list(ids)
         self.interval = max(0.2, settings.REGION_HEARTBEAT_TIMEOUT / 3)
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.pk}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.pks[0]}", daemon=True)
         self._thread.start()
 
     def _beat(self) -> None:
         try:
             while not self._stopped.wait(self.interval):
-                RegionDeployment.objects.filter(pk=self.pk, status=RegionStatus.RUNNING).update(
+                RegionDeployment.objects.filter(pk__in=self.pks, status=RegionStatus.RUNNING).update(
                     heartbeat_at=timezone.now()
                 )
         except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper is the backstop
-            logger.warning("heartbeat of region deployment %s stopped", self.pk, exc_info=True)
+            logger.warning("heartbeat of region deployments %s stopped", self.pks, exc_info=True)
         finally:
             connection.close()
 
@@ -791,16 +896,11 @@ def run_claimed(rd: RegionDeployment) -> str | None:
     except RetryLater:
         # Queued again only while still ours and not cancelled meanwhile; a cancel that came
         # during the step stops the region here instead of leaving it queued.
-        requeued = RegionDeployment.objects.filter(
-            pk=rd.pk, status=RegionStatus.RUNNING, deployment__cancel_requested=False
-        ).update(status=RegionStatus.QUEUED)
-        if requeued:
+        status = _requeue(run)
+        if status == RegionStatus.QUEUED:
             raise
-        if not RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).exists():
-            return None  # taken from us (failed by the reaper, or resumed elsewhere)
-        run.log("Not retried: the deployment was cancelled or superseded.", step=rd.step,
-                level=EventLevel.WARNING)  # fmt: skip
-        status = RegionStatus.CANCELLED
+        if status == TAKEN:
+            return None
     except Exception as exc:  # noqa: BLE001 - a bug must fail the region, not leave it running
         logger.exception("region deployment %s crashed", rd.pk)
         run.log(f"Internal error: {type(exc).__name__}: {exc}", level=EventLevel.ERROR, step=rd.step)

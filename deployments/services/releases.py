@@ -254,8 +254,10 @@ def rollback(
             app=app, stage=stage, principal=principal, release=target, kind=DeploymentKind.ROLLBACK,
             force=True, regions=[p.region.code for p in placements],
         )  # fmt: skip
-        for rd in deployment.regions.select_related("region"):
-            RegionDeployment.objects.filter(pk=rd.pk).update(version=versions[rd.region.code])
+        rds = list(deployment.regions.select_related("region"))
+        for rd in rds:
+            rd.version = versions[rd.region.code]
+        RegionDeployment.objects.bulk_update(rds, ["version"])  # one statement
         Stage.objects.filter(pk=stage.pk).update(
             pinned=True,
             pinned_at=timezone.now(),
