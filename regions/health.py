@@ -27,7 +27,7 @@ from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote
 
 import httptools
@@ -353,12 +353,15 @@ async def probe_many(
 ) -> list[ProbeResult]:
     """Probe every target, at most ``concurrency`` at once; results in the targets' order. Each
     target gets a request of its own; requests to one host share kept-alive connections."""
-    semaphore = asyncio.Semaphore(max(1, concurrency))
     session = _Session()
+    results: list[ProbeResult | None] = [None] * len(targets)
+    pending = iter(enumerate(targets))
 
-    async def one(target: ProbeTarget) -> ProbeResult:
-        async with semaphore:
-            return await probe(
+    # ``concurrency`` workers take the next target as each finishes one: the same bound as a
+    # semaphore around one task per target, without thousands of tasks waiting on it.
+    async def worker() -> None:
+        for i, target in pending:
+            results[i] = await probe(
                 target.url,
                 expected_status=target.expected_status,
                 expected_text=target.expected_text,
@@ -367,11 +370,11 @@ async def probe_many(
             )
 
     try:
-        results = await asyncio.gather(*(one(t) for t in targets))
+        await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(targets))))))
     finally:
         session.close()
     await asyncio.sleep(0)  # let closing transports finish before the loop goes away
-    return list(results)
+    return cast(list[ProbeResult], results)  # every worker filled its slots
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
