@@ -332,6 +332,7 @@ class RegionRun:
         # by this run (so it has no other version, alias or policy), and the stage alias as read.
         self.created_function = False
         self.version_searched = False
+        self.revision_id = ""  # of $LATEST as this run left it
         self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
         self.status: str | None = None  # the region's final status, once known (run_rollback)
         self._move_started = 0.0
@@ -425,9 +426,17 @@ class RegionRun:
         region's current one, when given, in the same statement."""
         if step is None:
             return Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists()
-        moved = RegionDeployment.objects.filter(pk=self.rd.pk, deployment__cancel_requested=False).update(
-            step=step
-        )
+        # Written out: the ORM builds this update (a filter across the relation) at many times
+        # the cost of running it, once per step of every region.
+        q = connection.ops.quote_name
+        regions, deployments = q(RegionDeployment._meta.db_table), q(Deployment._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {regions} SET step = %s WHERE id = %s AND NOT EXISTS "  # noqa: S608 - tables only
+                f"(SELECT 1 FROM {deployments} WHERE id = %s AND cancel_requested)",
+                [step, self.rd.pk, self.deployment.pk],
+            )
+            moved = cursor.rowcount
         if moved:
             self.rd.step = step
         return not moved
@@ -481,9 +490,11 @@ class RegionRun:
         )
 
     def _settle(self, info: lambda_.FunctionInfo) -> None:
-        """Wait for a create or update to finish unless Lambda's answer says it already has."""
+        """Wait for a create or update to finish unless Lambda's answer says it already has; the
+        settled function's RevisionId is what publishing must find (see step_version)."""
         if info.state == "Pending" or info.last_update_status == "InProgress" or not info.state:
-            lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+            info = lambda_.wait_until_updated(self.code, self.function, role_arn=self.role)
+        self.revision_id = info.revision_id
 
     def step_function(self) -> str:
         info = lambda_.get_function(self.code, self.function, role_arn=self.role)
@@ -508,6 +519,7 @@ class RegionRun:
             self._settle(created)
             return f"Created function {self.function} ({cfg['runtime']}, {cfg['memory_mb']} MB)."
         changed = []
+        self.revision_id = info.revision_id
         if info.code_sha256 != lambda_code_sha(artifact.sha256):
             self._settle(
                 lambda_.update_code(
@@ -551,11 +563,7 @@ class RegionRun:
                 f"{version_marker(self.release)}stage={self.stage.name} "
                 f"release={self.release.number}" + (f" commit={sha}" if sha else "")
             )[:256]
-            version = lambda_.publish_version(
-                self.code, name=self.function, description=description,
-                code_sha256=lambda_code_sha(self.release.artifact.sha256), role_arn=self.role,
-            )  # fmt: skip
-            note = "published"
+            version, note = self._publish(description), "published"
         fields = {"version": version}
         if alias is not None and alias.version != version and not self.rd.previous_version:
             fields["previous_version"] = alias.version
@@ -563,6 +571,32 @@ class RegionRun:
         return f"Version {version} {note}" + (
             f"; the stage alias is on {alias.version}." if alias is not None else "."
         )
+
+    def _publish(self, description: str) -> str:
+        """Publish ``$LATEST`` as this run left it. When it changed since (someone or something
+        else updated the function: its env could be another stage's), the function step is done
+        again and publishing tried once more; a second change fails the region."""
+
+        def publish() -> str:
+            return lambda_.publish_version(
+                self.code, name=self.function, description=description,
+                code_sha256=lambda_code_sha(self.release.artifact.sha256),
+                revision_id=self.revision_id, role_arn=self.role,
+            )  # fmt: skip
+
+        try:
+            return publish()
+        except AwsError as err:
+            if err.code != "PreconditionFailedException":
+                raise
+        self.log(
+            f"$LATEST of {self.function} changed after this deploy set it (RevisionId "
+            f"{self.revision_id or '-'}); setting it again before publishing.",
+            step="version", level=EventLevel.WARNING,
+        )  # fmt: skip
+        self.created_function = self.version_searched = False
+        self.log(self.step_function(), step="function")
+        return publish()
 
     def step_api(self) -> str:
         api = apigateway.ensure_lambda_api(

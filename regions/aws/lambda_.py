@@ -35,6 +35,7 @@ class FunctionInfo:
     timeout_s: int
     env: dict[str, str] = field(default_factory=dict)
     version: str = LATEST
+    revision_id: str = ""  # changes with every change to the function (see publish_version)
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ def _function_info(config: dict) -> FunctionInfo:
         timeout_s=int(config.get("Timeout") or 0),
         env=_env(config),
         version=config.get("Version") or LATEST,
+        revision_id=config.get("RevisionId") or "",
     )
 
 
@@ -286,18 +288,28 @@ def wait_until_updated(
 
 @aws_errors
 def publish_version(
-    region: str, *, name: str, description: str, code_sha256: str = "", role_arn: str = ""
+    region: str,
+    *,
+    name: str,
+    description: str,
+    code_sha256: str = "",
+    revision_id: str = "",
+    role_arn: str = "",
 ) -> str:
     """Publish ``$LATEST`` as a new version and return its number.
 
-    With ``code_sha256`` Lambda refuses (AwsError) when ``$LATEST`` holds other code, so a concurrent
-    change is never published under this description. Note that Lambda returns the latest existing
-    version, with *its* description, when neither code nor configuration changed since it was
-    published."""
+    With ``code_sha256`` Lambda refuses (AwsError) when ``$LATEST`` holds other code, and with
+    ``revision_id`` (the function's RevisionId after the caller's last change) when anything
+    changed since (AwsError ``PreconditionFailedException``): another change to ``$LATEST``, its
+    environment included, is never published under this description. Note that Lambda returns
+    the latest existing version, with *its* description, when neither code nor configuration
+    changed since it was published."""
     lam = _lambda(region, role_arn)
     kwargs = {"FunctionName": name, "Description": description}
     if code_sha256:
         kwargs["CodeSha256"] = code_sha256
+    if revision_id:
+        kwargs["RevisionId"] = revision_id
     return _retry_while_updating(region, name, role_arn, lambda: lam.publish_version(**kwargs))["Version"]
 
 
