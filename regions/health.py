@@ -215,7 +215,8 @@ class _Session:
         if future is None:
             loop = asyncio.get_running_loop()
             future = self._pending[key] = loop.run_in_executor(None, urlsafety.resolve, host, port)
-        return await future
+        # Shielded: a probe that times out waiting must not cancel the lookup the others wait on.
+        return await asyncio.shield(future)
 
     def idle(self, key: tuple[str, str, int]) -> _Connection | None:
         """An idle connection for ``key`` still open, if there is one (the newest first)."""

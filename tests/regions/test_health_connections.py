@@ -9,6 +9,7 @@ import ipaddress
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -58,9 +59,12 @@ class ScriptedServer:
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
+    def port(self) -> int:
+        return self._sock.getsockname()[1]
+
+    @property
     def url(self) -> str:
-        scheme = "https" if self.tls else "http"
-        return f"{scheme}://localhost:{self._sock.getsockname()[1]}"
+        return f"{'https' if self.tls else 'http'}://localhost:{self.port}"
 
     def _accept(self) -> None:
         while True:
@@ -299,3 +303,21 @@ def test_https_probe_of_an_untrusted_certificate_is_a_tls_error(scripted, tmp_pa
     result = check_url(server.url + "/health", timeout=5)
     assert not result.ok and result.error.startswith("TLS error:")
     assert server.paths() == []
+
+
+def test_a_host_that_resolves_slower_than_the_timeout_times_out_each_of_its_probes(scripted, monkeypatch):
+    # Probes of a host share one lookup; the first to time out must not cancel it for the rest.
+    slow, fast = scripted(lambda r: answer()), scripted(lambda r: answer())
+    resolve = urlsafety.resolve
+
+    def slow_resolve(host: str, port: int) -> list[str]:
+        if port == slow.port:
+            time.sleep(1)
+        return resolve(host, port)
+
+    monkeypatch.setattr(urlsafety, "resolve", slow_resolve)
+    # The second worker reaches the slow host after its fast probe, so it waits on the lookup
+    # the first worker started, with a later deadline.
+    urls = [slow.url + "/1", fast.url + "/1", slow.url + "/2"]
+    results = probe_all(urls, concurrency=2, timeout=0.5)
+    assert [r.error for r in results] == ["timed out after 0.5s", "", "timed out after 0.5s"]
