@@ -39,7 +39,8 @@ APP_FIELDS = (
     "build_output_dir",
 )
 STAGE_FIELDS = ("branch", "domain", "hosted_zone_id", "rollout", "pinned", "pinned_reason")
-ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure"})
+ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure", "canary"})
+CANARY_KEYS = frozenset({"percent", "bake_s"})
 MAX_BAKE_S = 3600
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
@@ -92,9 +93,9 @@ class AppIsLive(Conflict):
 
 def validate_rollout(rollout: Any, *, region_codes: Iterable[str]) -> dict:
     """The rollout policy, checked: ``{"waves": [[code | "*", ...], ...], "bake_s": 0..3600,
-    "on_failure": "leave" | "rollback"}``, every key optional, every code one of the app's regions
-    and used once, ``"*"`` (the regions not named) at most once. Returns it unchanged; raises
-    InvalidRollout saying what is wrong."""
+    "on_failure": "leave" | "rollback", "canary": {"percent": 1..99, "bake_s": 0..3600}}``, every
+    key optional, every code one of the app's regions and used once, ``"*"`` (the regions not
+    named) at most once. Returns it unchanged; raises InvalidRollout saying what is wrong."""
     if rollout is None:
         return {}
     if not isinstance(rollout, dict):
@@ -133,9 +134,29 @@ def validate_rollout(rollout: Any, *, region_codes: Iterable[str]) -> dict:
             problem = f"'bake_s' must be a whole number of seconds from 0 to {MAX_BAKE_S}."
     if problem is None and "on_failure" in rollout and rollout["on_failure"] not in FailurePolicy.values:
         problem = f"'on_failure' must be one of: {', '.join(FailurePolicy.values)}."
+    if problem is None and "canary" in rollout:
+        problem = _canary_problem(rollout["canary"])
     if problem:
         raise InvalidRollout(problem, fields={"rollout": [problem]})
     return rollout
+
+
+def _canary_problem(canary: Any) -> str | None:
+    def whole(value: Any, low: int, high: int) -> bool:
+        return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
+
+    if not isinstance(canary, dict) or "percent" not in canary:
+        return "'canary' must be an object with 'percent' (1 to 99) and optionally 'bake_s'."
+    unknown = sorted(set(canary) - CANARY_KEYS)
+    if unknown:
+        return f"Unknown canary keys: {', '.join(unknown)} (allowed: {', '.join(sorted(CANARY_KEYS))})."
+    if not whole(canary["percent"], 1, 99):
+        return (
+            "'canary.percent' must be a whole number from 1 to 99 (the share of requests on the new version)."
+        )
+    if "bake_s" in canary and not whole(canary["bake_s"], 0, MAX_BAKE_S):
+        return f"'canary.bake_s' must be a whole number of seconds from 0 to {MAX_BAKE_S}."
+    return None
 
 
 def _region_codes_in(rollout: dict | None) -> set[str]:

@@ -36,7 +36,7 @@ logger = logging.getLogger("controlplane.deployments")
 READY = "ready"  # step marker: the region was released to the workers (its wave started)
 REBUILD = "rebuild"  # event step: a build whose worker died was started again
 BUILD_RESTARTS = 1  # builds restarted after a dead worker before the deployment is failed
-DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "prune")
+DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "shift", "prune")
 # The regional API and its DNS need nothing the function steps make (the integration invokes the
 # alias by name), so they run alongside artifact, function and version; the alias moves only once
 # both are done.
@@ -51,6 +51,10 @@ class RetryLater(Exception):
     def __init__(self, error: AwsError):
         super().__init__(str(error))
         self.error = error
+
+
+class StepCancelled(Exception):
+    """The deployment was cancelled while a step waited (a canary's bake)."""
 
 
 class StepFailed(Exception):
@@ -335,6 +339,7 @@ class RegionRun:
         self.revision_id = ""  # of $LATEST as this run left it
         self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
         self.status: str | None = None  # the region's final status, once known (run_rollback)
+        self.canary_active = False  # the alias shares the stage's traffic with the new version
         self._move_started = 0.0
 
     # logging -------------------------------------------------------------------------------
@@ -417,6 +422,9 @@ class RegionRun:
                 self.log(str(err), step=step, level=EventLevel.ERROR, duration_ms=ms)
                 self.save(error=str(err)[:2000], error_code=err.code[:100])
                 return self.fail_policy(step)
+            except StepCancelled as err:
+                self.log(str(err), step=step, level=EventLevel.WARNING)
+                return RegionStatus.CANCELLED
             if message:
                 self.log(message, step=step, duration_ms=int((time.monotonic() - started) * 1000))
         return RegionStatus.SUCCEEDED
@@ -444,6 +452,10 @@ class RegionRun:
     def fail_policy(self, step: str) -> str:
         """A failed region after its alias moved is moved back when the stage's policy says so."""
         moved = self.steps().index(step) > self.steps().index("alias")
+        if moved and self.canary_active and self.rd.previous_version:
+            # A canary that failed never keeps its share of the traffic, whatever the policy.
+            move_alias_back(self.rd, log=self.log)
+            return RegionStatus.ROLLED_BACK
         if moved and failure_policy(self.stage) == FailurePolicy.ROLLBACK and self.rd.previous_version:
             if self.deployment.kind == DeploymentKind.ROLLBACK:
                 self.log(
@@ -651,6 +663,22 @@ class RegionRun:
         if self.deployment.kind == DeploymentKind.ROLLBACK:
             return self._rollback_alias()
         version = self.rd.version
+        canary = (self.stage.rollout or {}).get("canary")
+        current = self.alias_before
+        if canary and isinstance(current, lambda_.AliasInfo) and current.version != version:
+            # The alias stays on the version it serves and sends the canary's share to the new one;
+            # "shift" moves it all after the bake.
+            share = canary["percent"] / 100
+            lambda_.ensure_alias(
+                self.code, name=self.function, alias=self.stage.name, version=current.version,
+                weights={version: share}, role_arn=self.role, current=current,
+            )  # fmt: skip
+            self.canary_active = True
+            self._permission()
+            return (
+                f"Canary: {canary['percent']}% of requests to version {version}, the rest on "
+                f"{current.version}."
+            )
         lambda_.ensure_alias(
             self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role,
             current=self.alias_before,
@@ -742,28 +770,36 @@ class RegionRun:
             placement = AppRegion.objects.get(app=self.app, region=self.region)
             StagePlacement.objects.update_or_create(placement=placement, stage=self.stage, defaults=defaults)
 
-    def step_verify(self) -> str:
-        if not settings.DEPLOY_VERIFY:
-            return "Health verification is turned off (DEPLOY_VERIFY=false)."
+    def _health_url(self) -> str:
+        """The region's health URL for this stage ("" until the deploy recorded an endpoint)."""
         from regions.endpoints import resolve_endpoint
-        from regions.health import check_url
 
         sp = StagePlacement.objects.select_related("placement__region", "stage", "placement__app").get(
             placement__app=self.app, placement__region=self.region, stage=self.stage
         )
         base = resolve_endpoint(sp)
-        if not base:
+        return base.rstrip("/") + self.config["health_path"] if base else ""
+
+    def _probe(self, url: str):
+        from regions.health import check_url
+
+        return check_url(
+            url,
+            expected_status=self.config.get("health_expected_status", 200),
+            expected_text=self.config.get("health_expected_text", ""),
+            timeout=settings.HEALTH_PROBE_TIMEOUT,
+        )
+
+    def step_verify(self) -> str:
+        if not settings.DEPLOY_VERIFY:
+            return "Health verification is turned off (DEPLOY_VERIFY=false)."
+        url = self._health_url()
+        if not url:
             return "No endpoint to probe yet; health verification skipped."
-        url = base.rstrip("/") + self.config["health_path"]
         attempts = max(1, settings.DEPLOY_VERIFY_ATTEMPTS)
         result = None
         for attempt in range(attempts):
-            result = check_url(
-                url,
-                expected_status=self.config.get("health_expected_status", 200),
-                expected_text=self.config.get("health_expected_text", ""),
-                timeout=settings.HEALTH_PROBE_TIMEOUT,
-            )
+            result = self._probe(url)
             if result.ok:
                 return f"Healthy: {url} answered {result.status_code} in {result.latency_ms:.0f} ms."
             if attempt + 1 < attempts:
@@ -772,6 +808,43 @@ class RegionRun:
             f"Health check failed after {attempts} tries: {url}: "
             + (result.error or f"status {result.status_code}"),
             code="health_check_failed",
+        )
+
+    def step_shift(self) -> str:
+        """A canary's end: its bake time with the endpoint probed all along (a failed probe fails
+        the region, and the canary is withdrawn), then every request to the new version."""
+        if not self.canary_active:
+            return ""
+        canary = self.stage.rollout["canary"]
+        bake = float(canary.get("bake_s", 0))
+        url = self._health_url() if settings.DEPLOY_VERIFY else ""
+        deadline = time.monotonic() + bake
+        probes = 0
+        while True:
+            if url:
+                result = self._probe(url)
+                probes += 1
+                if not result.ok:
+                    raise StepFailed(
+                        f"Canary failed after {probes} probe(s): {url}: "
+                        + (result.error or f"status {result.status_code}"),
+                        code="canary_failed",
+                    )
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(max(0.05, settings.DEPLOY_VERIFY_INTERVAL), max(0.0, deadline - time.monotonic())))
+            if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
+                move_alias_back(self.rd, log=self.log)
+                raise StepCancelled("Cancelled during the canary's bake; the canary was withdrawn.")
+        version = self.rd.version
+        lambda_.ensure_alias(
+            self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
+        )
+        self.canary_active = False
+        self._record_live(version)
+        return (
+            f"Canary healthy for {bake:g} s ({probes} probe(s)): alias {self.stage.name} on version "
+            f"{version} for every request (was {self.rd.previous_version})."
         )
 
     def step_prune(self) -> str:

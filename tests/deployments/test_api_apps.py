@@ -544,6 +544,12 @@ def test_viewer_cannot_add_or_change_stages(api_for, team, app):
         {"bake_s": "60"},
         {"on_failure": "panic"},
         {"canary": True},
+        {"canary": {}},
+        {"canary": {"percent": 0}},
+        {"canary": {"percent": 100}},
+        {"canary": {"percent": "10"}},
+        {"canary": {"percent": 10, "bake_s": 3601}},
+        {"canary": {"percent": 10, "weight": 0.1}},
         ["us-east-1"],
     ],
 )
@@ -556,6 +562,17 @@ def test_bad_rollout_policies_are_refused(api_for, team, app, rollout):
     assert answer.json()["code"] == "invalid_rollout"
     assert "rollout" in answer.json()["fields"]
     assert not Stage.objects.exists()
+
+
+def test_a_canary_policy_is_kept(api_for, team, app):
+    rollout = {"canary": {"percent": 10, "bake_s": 300}, "on_failure": "rollback"}
+    answer = api_for(team, role=Role.DEPLOYER).post(
+        stages_url(), {"name": "production", "rollout": rollout}, format="json"
+    )
+
+    assert answer.status_code == 201, answer.json()
+    assert answer.json()["rollout"] == rollout
+    assert Stage.objects.get(app=app, name="production").rollout == rollout
 
 
 @pytest.mark.parametrize(
