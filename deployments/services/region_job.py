@@ -19,7 +19,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Case, F, Value, When
+from django.db.models import Case, F, Q, Value, When
 from django.utils import timezone
 
 from regions.aws import acm, apigateway, iam, lambda_, route53, s3
@@ -323,6 +323,7 @@ class RegionRun:
         self.release = self.deployment.release
         self.app = self.deployment.app
         self.stage = self.deployment.stage
+        self.stage.app = self.app  # loaded with its team: nothing reads them again
         self.region = self.rd.region
         self.code = self.region.code
         self.role = self.region.role_arn
@@ -774,9 +775,12 @@ class RegionRun:
         """The region's health URL for this stage ("" until the deploy recorded an endpoint)."""
         from regions.endpoints import resolve_endpoint
 
-        sp = StagePlacement.objects.select_related("placement__region", "stage", "placement__app").get(
+        sp = StagePlacement.objects.get(
             placement__app=self.app, placement__region=self.region, stage=self.stage
         )
+        # What the resolver reads, from the objects this run has loaded already.
+        sp.stage = self.stage
+        sp.placement = AppRegion(pk=sp.placement_id, app=self.app, region=self.region)
         base = resolve_endpoint(sp)
         return base.rstrip("/") + self.config["health_path"] if base else ""
 
@@ -1177,6 +1181,12 @@ def advance(*, deployment_id: int) -> None:
     to_start: list[int] = []
     rollback: list[RegionDeployment] = []
     countdown = 0.0
+    # Every region calls this as it ends: while others of its wave still run, a plain read says
+    # so, without the deployment's lock and its regions loaded. (Each region's own end is
+    # committed first, so the last of a wave to end always sees the wave done.)
+    going = Q(status=RegionStatus.RUNNING) | (Q(status=RegionStatus.QUEUED) & ~Q(step=""))
+    if RegionDeployment.objects.filter(going, deployment_id=deployment_id).exists():
+        return
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().select_related("stage").get(pk=deployment_id)
         rds = list(deployment.regions.select_related("region"))
