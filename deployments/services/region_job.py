@@ -36,10 +36,10 @@ logger = logging.getLogger("controlplane.deployments")
 READY = "ready"  # step marker: the region was released to the workers (its wave started)
 REBUILD = "rebuild"  # event step: a build whose worker died was started again
 BUILD_RESTARTS = 1  # builds restarted after a dead worker before the deployment is failed
-DEPLOY_STEPS = ("artifact", "function", "version", "api", "dns", "alias", "verify", "shift", "prune")
+DEPLOY_STEPS = ("gate", "artifact", "function", "version", "api", "dns", "alias", "verify", "shift", "prune")
 # The regional API and its DNS need nothing the function steps make (the integration invokes the
-# alias by name), so they run alongside artifact, function and version; the alias moves only once
-# both are done.
+# alias by name), so they run alongside artifact, function and version (after the health gate of
+# a later wave); the alias moves only once both are done.
 SIDE_STEPS = ("api", "dns")
 ROLLBACK_STEPS = ("alias", "verify")
 VERSION_MARKER = "cp-release-{release_id} "
@@ -370,12 +370,16 @@ class RegionRun:
         side = [step for step in steps if step in SIDE_STEPS]
         if not side:
             return self.run_steps(steps)
+        gate = steps.index("gate") + 1  # nothing changes in AWS before the health gate passes
         first = steps.index(side[0])
         join = steps.index(side[-1]) + 1
+        status = self.run_steps(steps[:gate])
+        if status != RegionStatus.SUCCEEDED:
+            return status
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"api-{self.code}") as pool:
             api = pool.submit(self._run_side, side)
             try:
-                status = self.run_steps(steps[:first])
+                status = self.run_steps(steps[gate:first])
             finally:
                 side_status = api.result()  # re-raises RetryLater or a crash of the API steps
         if status != RegionStatus.SUCCEEDED:
@@ -469,6 +473,55 @@ class RegionRun:
             move_alias_back(self.rd, log=self.log)
             return RegionStatus.ROLLED_BACK
         return RegionStatus.FAILED
+
+    def step_gate(self) -> str:
+        """A later wave starts only while the regions of the earlier waves are healthy: they have
+        served the new release for the bake time, and this is the health gate after it."""
+        if not self.rd.wave or not settings.DEPLOY_VERIFY:
+            return ""
+        from regions.endpoints import resolve_endpoint
+        from regions.health import ProbeTarget, probe_many, run_async
+
+        earlier = RegionDeployment.objects.filter(
+            deployment_id=self.deployment.pk, wave__lt=self.rd.wave, status=RegionStatus.SUCCEEDED
+        ).values_list("region_id", flat=True)
+        placed = StagePlacement.objects.filter(
+            stage=self.stage, placement__app=self.app, placement__region_id__in=list(earlier)
+        ).select_related("placement__region")
+        urls: dict[str, str] = {}
+        for sp in placed:
+            sp.stage = self.stage
+            base = resolve_endpoint(sp)
+            if base:
+                urls[sp.placement.region.code] = base.rstrip("/") + self.config["health_path"]
+        if not urls:
+            return ""
+        target = dict(
+            expected_status=self.config.get("health_expected_status", 200),
+            expected_text=self.config.get("health_expected_text", ""),
+        )
+        unhealthy: dict[str, str] = {}
+        codes = sorted(urls)
+        for attempt in range(max(1, settings.DEPLOY_VERIFY_ATTEMPTS)):
+            if attempt:
+                time.sleep(settings.DEPLOY_VERIFY_INTERVAL)
+            results = run_async(
+                probe_many(
+                    [ProbeTarget(urls[c], **target) for c in codes],
+                    timeout=settings.HEALTH_PROBE_TIMEOUT, concurrency=len(codes),
+                )
+            )  # fmt: skip
+            unhealthy = {c: r.error or f"status {r.status_code}" for c, r in zip(codes, results, strict=True)
+                         if not r.ok}  # fmt: skip
+            codes = sorted(unhealthy)
+            if not codes:
+                return f"Health gate: the {len(urls)} region(s) of earlier waves are healthy."
+        raise StepFailed(
+            "Health gate: "
+            + "; ".join(f"{code} ({urls[code]}): {why}" for code, why in sorted(unhealthy.items()))
+            + f" — an earlier wave is unhealthy, so wave {self.rd.wave + 1} does not start here.",
+            code="health_gate_failed",
+        )
 
     def step_artifact(self) -> str:
         from ..artifacts import artifact_path
