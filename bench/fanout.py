@@ -8,6 +8,7 @@ against a bare boto3 sequence doing the same work (target <= 10 %).
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 
 import boto3
@@ -67,6 +68,12 @@ def bare_boto3_deploy(endpoint: str, region: str, name: str) -> None:
     )
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` and its waited-for children, from /proc."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return sum(int(f) for f in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-ms", type=float, default=50)
@@ -78,6 +85,7 @@ def main() -> None:
 
     regions16 = list(commercial_regions())[:16]
     one, sixteen, bare = [], [], []
+    cpu16: list[tuple[float, float, float]] = []  # worker, AWS emulator, this process (API, polling)
     with Stack(delay_ms=args.delay_ms) as stack:
         # Warm the worker (imports, first clients) so the first timing is not a cold start.
         def deploy(slug: str, regions: list[str]) -> float:
@@ -95,7 +103,11 @@ def main() -> None:
         deploy("warmup", regions16)  # imports and first clients, so no timing is a cold start
         for n in range(args.repeat):
             one.append(deploy(f"fan1-{n}", regions16[:1]))
+            before = (cpu_seconds(stack.worker.proc.pid), cpu_seconds(stack.aws.proc.pid), os.times())
             sixteen.append(deploy(f"fan16-{n}", regions16))
+            after = (cpu_seconds(stack.worker.proc.pid), cpu_seconds(stack.aws.proc.pid), os.times())
+            own = (after[2].user + after[2].system) - (before[2].user + before[2].system)
+            cpu16.append((after[0] - before[0], after[1] - before[1], own))
             name = f"bare{n}"
             bare.append(timed(lambda: bare_boto3_deploy(stack.proxy.url, regions16[0], name))[0])  # noqa: B023
         calls = stack.proxy.requests
@@ -107,6 +119,13 @@ def main() -> None:
     print(f"ratio 16/1          : {t16 / t1:.2f} (target <= 1.25)")
     print(f"bare boto3, 1 region: {tb:.3f} s (runs: {', '.join(f'{x:.3f}' for x in bare)})")
     print(f"overhead vs bare    : {(t1 - tb) / tb * 100:+.1f} % (target <= 10 %)")
+    worker, aws, own = (statistics.median(c[i] for c in cpu16) for i in range(3))
+    cores = len(os.sched_getaffinity(0))
+    print(
+        f"CPU per 16-region deploy: worker {worker:.2f} s, AWS emulator {aws:.2f} s, API + polling "
+        f"{own:.2f} s; on {cores} cores no run can take less than {(worker + aws + own) / cores:.2f} s, "
+        f"and the worker's share alone (one process, one GIL) {worker:.2f} s"
+    )
 
 
 if __name__ == "__main__":

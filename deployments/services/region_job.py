@@ -95,11 +95,15 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
         if rd is None:
             return None
         # Lock the placement row: the one place that serializes an app's deploys in a region.
-        AppRegion.objects.select_for_update().filter(
-            app_id=rd.deployment.app_id, region_id=rd.region_id
-        ).first()
+        placement_id = (
+            AppRegion.objects.select_for_update()
+            .filter(app_id=rd.deployment.app_id, region_id=rd.region_id)
+            .values_list("pk", flat=True)
+            .first()
+        )
         # Read again under the lock (what another worker did before we got it counts).
         rd = RegionDeployment.objects.select_related("deployment", "region").get(pk=region_deployment_id)
+        rd.placement_id = placement_id  # for the run, which records the stage's placement
         stale = rd.status == RegionStatus.RUNNING and (
             rd.heartbeat_at is None or rd.heartbeat_at < heartbeat_cutoff()
         )
@@ -341,6 +345,8 @@ class RegionRun:
         self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
         self.status: str | None = None  # the region's final status, once known (run_rollback)
         self.canary_active = False  # the alias shares the stage's traffic with the new version
+        self._placement_id: int | None = getattr(self.rd, "placement_id", None)  # set by claim
+        self.live: StagePlacement | None = None  # the stage's placement as this run recorded it
         self._move_started = 0.0
 
     # logging -------------------------------------------------------------------------------
@@ -363,6 +369,19 @@ class RegionRun:
     # steps -------------------------------------------------------------------------------------
     def steps(self) -> tuple[str, ...]:
         return ROLLBACK_STEPS if self.deployment.kind == DeploymentKind.ROLLBACK else DEPLOY_STEPS
+
+    def applies(self, step: str) -> bool:
+        """False for a step with nothing to do in this region, known without asking anyone (it is
+        skipped, with no cancel check and no step recorded)."""
+        if step == "gate":
+            return bool(self.rd.wave) and settings.DEPLOY_VERIFY
+        if step == "dns":
+            return bool(self.stage.domain and self.stage.hosted_zone_id)
+        if step == "shift":
+            return self.canary_active
+        if step == "prune":
+            return not self.created_function  # its one version is the one just published
+        return True
 
     def run(self) -> str:
         """Run the remaining steps; returns the region's final status. Raises RetryLater."""
@@ -398,6 +417,8 @@ class RegionRun:
         """Run ``steps`` in order; the region's final status if one ends it, else SUCCEEDED.
         ``record_step``: keep ``step`` of the region deployment on the step running."""
         for step in steps:
+            if not self.applies(step):
+                continue
             if self._cancelled(step if record_step else None):
                 self.log(
                     f"Stopped before '{step}': the deployment was cancelled or superseded.",
@@ -800,7 +821,7 @@ class RegionRun:
         return self._moved_message()
 
     def _permission(self) -> None:
-        api_id = self.api_id or AppRegion.objects.get(app=self.app, region=self.region).rest_api_id
+        api_id = self.api_id or AppRegion.objects.get(pk=self.placement_id()).rest_api_id
         if not api_id:
             return
         account = account_id(self.code, role_arn=self.role)
@@ -817,20 +838,27 @@ class RegionRun:
             defaults["endpoint_url"] = self.endpoint
         if self.health_check_id:
             defaults["health_check_id"] = self.health_check_id
-        # One statement when the stage is already placed in the region (every deploy but the first).
-        placed = StagePlacement.objects.filter(placement__app=self.app, placement__region=self.region,
-                                               stage=self.stage)  # fmt: skip
-        if not placed.update(**defaults):
-            placement = AppRegion.objects.get(app=self.app, region=self.region)
-            StagePlacement.objects.update_or_create(placement=placement, stage=self.stage, defaults=defaults)
+        # One statement either way: an upsert on (placement, stage).
+        row = StagePlacement(placement_id=self.placement_id(), stage=self.stage, **defaults)
+        StagePlacement.objects.bulk_create(
+            [row], update_conflicts=True, unique_fields=["placement", "stage"], update_fields=list(defaults)
+        )
+        self.live = row
+
+    def placement_id(self) -> int:
+        if self._placement_id is None:
+            self._placement_id = (
+                AppRegion.objects.filter(app=self.app, region=self.region).values_list("pk", flat=True).get()
+            )
+        return self._placement_id
 
     def _health_url(self) -> str:
         """The region's health URL for this stage ("" until the deploy recorded an endpoint)."""
         from regions.endpoints import resolve_endpoint
 
-        sp = StagePlacement.objects.get(
-            placement__app=self.app, placement__region=self.region, stage=self.stage
-        )
+        sp = self.live
+        if sp is None or not sp.endpoint_url:
+            sp = StagePlacement.objects.get(placement_id=self.placement_id(), stage=self.stage)
         # What the resolver reads, from the objects this run has loaded already.
         sp.stage = self.stage
         sp.placement = AppRegion(pk=sp.placement_id, app=self.app, region=self.region)
@@ -905,8 +933,6 @@ class RegionRun:
         )
 
     def step_prune(self) -> str:
-        if self.created_function:
-            return ""  # its one version is the one just published
         try:
             deleted = prune_versions(app=self.app, region=self.region)
         except AwsError as err:
