@@ -43,8 +43,9 @@ def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(
         seen[region].add((version, tuple(sorted(weights.items()))))
 
     region_endpoints.on_request = look
+    # (Other code than the first deploy's, so Lambda publishes a new version.)
     second = new_deployment(
-        app_3_regions, body="def handler(event, context):\n    return {'statusCode': 200}\n"
+        app_3_regions, body="def handler(event, context):\n    return {'statusCode': 202}\n"
     )
     engine.deliver()
     region_endpoints.on_request = None
