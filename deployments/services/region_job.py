@@ -87,17 +87,17 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
     deployment's final status, the next deploy waiting for the region) is done at once."""
     started = cancelled = False
     with transaction.atomic():
-        rd = (
-            RegionDeployment.objects.select_related("deployment", "region")
-            .filter(pk=region_deployment_id)
+        where = (
+            RegionDeployment.objects.filter(pk=region_deployment_id)
+            .values_list("deployment__app_id", "region_id")
             .first()
         )
-        if rd is None:
+        if where is None:
             return None
         # Lock the placement row: the one place that serializes an app's deploys in a region.
         placement_id = (
             AppRegion.objects.select_for_update()
-            .filter(app_id=rd.deployment.app_id, region_id=rd.region_id)
+            .filter(app_id=where[0], region_id=where[1])
             .values_list("pk", flat=True)
             .first()
         )
@@ -126,7 +126,8 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
             RegionDeployment.objects.filter(pk=rd.pk).update(**claimed)
             for name, value in claimed.items():
                 setattr(rd, name, value)
-            started = bool(
+            # The first region to start starts the deployment (the others read it running).
+            started = rd.deployment.status == DeploymentStatus.QUEUED and bool(
                 Deployment.objects.filter(pk=rd.deployment_id, status=DeploymentStatus.QUEUED).update(
                     status=DeploymentStatus.RUNNING, started_at=now
                 )
@@ -328,6 +329,8 @@ class RegionRun:
         self.app = self.deployment.app
         self.stage = self.deployment.stage
         self.stage.app = self.app  # loaded with its team: nothing reads them again
+        if self.release.artifact_id:
+            self.release.artifact.app = self.app  # (its storage key names the team and the app)
         self.region = self.rd.region
         self.code = self.region.code
         self.role = self.region.role_arn
@@ -595,13 +598,7 @@ class RegionRun:
         artifact = self.release.artifact
         bucket, key = self.region.bucket, artifact.storage_key
         if info is None:
-            role = settings.AWS_LAMBDA_ROLE_ARN or iam.ensure_lambda_role(role_arn=self.role)
-            created = lambda_.create_function(
-                self.code, name=self.function, role=role, runtime=cfg["runtime"],
-                handler=cfg["handler"], memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"],
-                env=env, s3_bucket=bucket, s3_key=key, description=f"{self.app.team.slug}/{self.app.slug}",
-                role_arn=self.role,
-            )  # fmt: skip
+            created = self._create_function(env=env, bucket=bucket, key=key)
             self.created_function = True
             self._settle(created)
             return f"Created function {self.function} ({cfg['runtime']}, {cfg['memory_mb']} MB)."
@@ -633,6 +630,32 @@ class RegionRun:
         if not changed:
             return f"Function {self.function} already has this code and configuration."
         return f"Updated function {self.function}: {' and '.join(changed)}."
+
+    def _create_function(self, *, env: dict, bucket: str, key: str) -> lambda_.FunctionInfo:
+        """Create the function with the execution role (the setting's, or the one this control
+        plane makes). A role this process set up earlier is used without asking IAM again; if
+        Lambda cannot assume it (deleted since), it is set up again and creation tried once more."""
+        cfg = self.config
+
+        def create(role: str, propagation_s: float) -> lambda_.FunctionInfo:
+            return lambda_.create_function(
+                self.code, name=self.function, role=role, runtime=cfg["runtime"],
+                handler=cfg["handler"], memory_mb=cfg["memory_mb"], timeout_s=cfg["timeout_s"],
+                env=env, s3_bucket=bucket, s3_key=key, description=f"{self.app.team.slug}/{self.app.slug}",
+                role_arn=self.role, role_propagation_s=propagation_s,
+            )  # fmt: skip
+
+        if settings.AWS_LAMBDA_ROLE_ARN:
+            return create(settings.AWS_LAMBDA_ROLE_ARN, 40.0)
+        known = iam.known_lambda_role(role_arn=self.role)
+        if known:
+            try:
+                return create(known, 0.0)  # set up and assumable when it was cached
+            except AwsError as err:
+                if err.code != "InvalidParameterValueException" or "role" not in err.message.lower():
+                    raise
+                iam.forget_lambda_role(role_arn=self.role)
+        return create(iam.ensure_lambda_role(role_arn=self.role), 40.0)
 
     def step_version(self) -> str:
         if self.created_function:
@@ -1108,13 +1131,14 @@ def after_region(rd: RegionDeployment) -> None:
     region, the next wave, the failure policy, or the deployment's final status."""
     # Any region released by its wave that still waits: for the region to be free, or for a
     # retry (its step is then the one it resumes at). A duplicate message is harmless.
-    waiting = (
+    waiting_id = (
         RegionDeployment.objects.filter(
             deployment__app_id=rd.deployment.app_id, region_id=rd.region_id,
             status=RegionStatus.QUEUED,
-        ).exclude(step="").exclude(pk=rd.pk).select_related("deployment__stage").order_by("deployment_id").first()
+        ).exclude(step="").exclude(pk=rd.pk).order_by("deployment_id").values_list("pk", flat=True).first()
     )  # fmt: skip
-    if waiting:
+    if waiting_id is not None:
+        waiting = RegionDeployment.objects.select_related("deployment__stage").get(pk=waiting_id)
         enqueue_regions([waiting.pk], countdown=bake_remaining(waiting))
     advance(deployment_id=rd.deployment_id)
 

@@ -33,6 +33,20 @@ BASIC_EXECUTION_INLINE = {
 
 # (name, acting role) -> RoleId of a role this process has seen fully set up.
 _ready: dict[tuple[str, str], str] = register_cache({})
+# (name, acting role) -> its ARN, for callers that can tell a role gone missing (known_lambda_role).
+_arns: dict[tuple[str, str], str] = register_cache({})
+
+
+def known_lambda_role(name: str = "controlplane-lambda", *, role_arn: str = "") -> str:
+    """The ARN of execution role ``name`` if this process has set it up (no call is made), else
+    "". A caller using it must handle the role having been deleted since (Lambda then cannot
+    assume it): :func:`forget_lambda_role` and :func:`ensure_lambda_role` again."""
+    return _arns.get((name, role_arn), "")
+
+
+def forget_lambda_role(name: str = "controlplane-lambda", *, role_arn: str = "") -> None:
+    _arns.pop((name, role_arn), None)
+    _ready.pop((name, role_arn), None)
 
 
 @aws_errors
@@ -57,6 +71,7 @@ def ensure_lambda_role(name: str = "controlplane-lambda", *, role_arn: str = "")
             # Another worker created it between our read and our write.
             role = iam.get_role(RoleName=name)["Role"]
     if _ready.get((name, role_arn)) == role["RoleId"]:
+        _arns[(name, role_arn)] = role["Arn"]
         return role["Arn"]
     partition = role["Arn"].split(":")[1]
     policy_arn = f"arn:{partition}:iam::aws:{BASIC_EXECUTION_POLICY}"
@@ -73,4 +88,5 @@ def ensure_lambda_role(name: str = "controlplane-lambda", *, role_arn: str = "")
                 PolicyDocument=json.dumps(BASIC_EXECUTION_INLINE),
             )
     _ready[(name, role_arn)] = role["RoleId"]
+    _arns[(name, role_arn)] = role["Arn"]
     return role["Arn"]

@@ -65,3 +65,34 @@ def test_the_first_deploy_to_fresh_regions_succeeds(app_3_regions, engine, lambd
         lam = boto("lambda", code, aws)
         alias = lam.get_alias(FunctionName=app_3_regions.function_name, Name="production")
         assert alias["FunctionVersion"] == "1"
+
+
+def _delete_role(aws, name: str = "controlplane-lambda") -> None:
+    iam = boto("iam", "us-east-1", aws)
+    for policy in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        iam.detach_role_policy(RoleName=name, PolicyArn=policy["PolicyArn"])
+    for policy in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        iam.delete_role_policy(RoleName=name, PolicyName=policy)
+    iam.delete_role(RoleName=name)
+
+
+def test_an_execution_role_deleted_behind_the_engine_is_made_again(app_3_regions, team, engine, aws):
+    from tests.factories import AppFactory, AppRegionFactory, StageFactory
+
+    first = new_deployment(app_3_regions)
+    engine.deliver()
+    assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
+    _delete_role(aws)  # the engine still knows the role it set up
+
+    other = AppFactory(team=team, slug="cart", runtime="python3.12", handler="app.handler")
+    AppRegionFactory(app=other, region=app_3_regions.placements.first().region)
+    StageFactory(app=other, name="production")
+    deployment = new_deployment(other)
+    engine.deliver()
+
+    status, regions = status_of(deployment)
+    assert status == DeploymentStatus.SUCCEEDED, regions
+    role = boto("iam", "us-east-1", aws).get_role(RoleName="controlplane-lambda")["Role"]
+    (code,) = regions
+    function = boto("lambda", code, aws).get_function_configuration(FunctionName=other.function_name)
+    assert function["Role"] == role["Arn"]
