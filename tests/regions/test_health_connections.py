@@ -4,8 +4,6 @@ servers that close them, malformed and truncated answers, and TLS."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import socket
 import ssl
 import threading
@@ -14,13 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from controlplane import urlsafety
 from regions.health import BODY_LIMIT, ProbeTarget, check_url, probe_many, run_async
+from tests.support.certs import self_signed_pem
 
 
 def answer(status: int = 200, body: bytes = b"ok", *headers: str) -> bytes:
@@ -252,33 +247,10 @@ def test_the_request_line_percent_encodes_what_http_cannot_carry(scripted):
 def self_signed(tmp_path) -> tuple[ssl.SSLContext, ssl.SSLContext, list[str]]:
     """A server context with a certificate for localhost, a client context that trusts it, and
     the list the server fills with the SNI names it is sent."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    cert, key = self_signed_pem("localhost", ip="127.0.0.1", ca=True)
     cert_file, key_file = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-    )
+    cert_file.write_bytes(cert)
+    key_file.write_bytes(key)
     server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     server.load_cert_chain(cert_file, key_file)
     names: list[str] = []

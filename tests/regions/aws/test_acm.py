@@ -1,40 +1,17 @@
 from __future__ import annotations
 
-import datetime
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from regions.aws import acm
+from tests.support.certs import self_signed_pem
 
 from .conftest import REGION, plain
 
 
 def _import_issued(domain: str) -> str:
     """An ISSUED certificate for ``domain`` (imported, as ACM would hold one that passed validation)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, domain)])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(days=1))
-        .not_valid_after(now + datetime.timedelta(days=90))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(domain)]), critical=False)
-        .sign(key, hashes.SHA256())
-    )
-    return plain("acm").import_certificate(
-        Certificate=cert.public_bytes(serialization.Encoding.PEM),
-        PrivateKey=key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ),
-    )["CertificateArn"]
+    cert, key = self_signed_pem(domain, days=90)
+    return plain("acm").import_certificate(Certificate=cert, PrivateKey=key)["CertificateArn"]
 
 
 def test_requesting_twice_gives_one_dns_validated_certificate(fake_aws):
