@@ -286,6 +286,8 @@ class RegionDeployment(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # A canary's bake: until then the region is parked (running, held by no worker thread).
+    resume_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["wave", "region__code"]

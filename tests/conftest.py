@@ -93,7 +93,6 @@ def aws(moto_server, aws_proxy, region_endpoints):
     moto_server.reset()
     aws_proxy.reset_faults()
     region_endpoints.failing.clear()
-    region_endpoints.on_request = None
     return moto_server
 
 

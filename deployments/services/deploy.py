@@ -371,7 +371,17 @@ def _supersede_older(deployment: Deployment) -> None:
 def _cancel_unstarted_regions(deployment: Deployment) -> int:
     """Cancel the regions no worker holds (queued, or waiting to be retried); returns how many.
     Running regions see ``cancel_requested`` before their next step; the last one to stop
-    finishes the deployment."""
+    finishes the deployment. A region parked while its canary bakes is resumed at once, so its
+    canary is withdrawn now rather than when the bake would have ended."""
+    from .region_job import enqueue_regions
+
+    parked = list(
+        RegionDeployment.objects.filter(
+            deployment=deployment, status=RegionStatus.RUNNING, resume_at__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    if parked:
+        enqueue_regions(parked)
     return RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
         status=RegionStatus.CANCELLED, finished_at=timezone.now()
     )

@@ -40,7 +40,8 @@ def reap() -> dict[str, int]:
         status=RegionStatus.RUNNING, heartbeat_at__lt=heartbeat_cutoff()
     ).select_related("region", "deployment")
     for rd in stuck:
-        if rd.started_at and rd.started_at < limit:
+        began = rd.resume_at or rd.started_at  # (a canary's bake does not count)
+        if began and began < limit:
             changed = RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).update(
                 status=RegionStatus.FAILED,
                 finished_at=now,

@@ -53,8 +53,13 @@ class RetryLater(Exception):
         self.error = error
 
 
-class StepCancelled(Exception):
-    """The deployment was cancelled while a step waited (a canary's bake)."""
+class Park(Exception):
+    """A canary bakes until ``until``: the region stays running and held (no other deploy of the
+    app takes the region) but no worker thread waits for it; a task resumes it then."""
+
+    def __init__(self, until):
+        super().__init__(f"parked until {until.isoformat()}")
+        self.until = until
 
 
 class StepFailed(Exception):
@@ -107,7 +112,13 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
         stale = rd.status == RegionStatus.RUNNING and (
             rd.heartbeat_at is None or rd.heartbeat_at < heartbeat_cutoff()
         )
-        if rd.status != RegionStatus.QUEUED and not stale:
+        # A parked canary is resumed when its bake is over, or at once when cancelled.
+        due = (
+            rd.status == RegionStatus.RUNNING
+            and rd.resume_at is not None
+            and (rd.resume_at <= timezone.now() or rd.deployment.cancel_requested)
+        )
+        if rd.status != RegionStatus.QUEUED and not stale and not due:
             return None
         if rd.deployment.cancel_requested and rd.status == RegionStatus.QUEUED:
             cancelled = bool(
@@ -139,7 +150,7 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
         return None
     if started:
         notify_started(rd.deployment_id)
-    if stale:
+    if stale and not due:
         log_event(
             deployment_id=rd.deployment_id,
             region_id=rd.region_id,
@@ -348,6 +359,7 @@ class RegionRun:
         self.alias_before: lambda_.AliasInfo | None | object = lambda_.UNREAD
         self.status: str | None = None  # the region's final status, once known (run_rollback)
         self.canary_active = False  # the alias shares the stage's traffic with the new version
+        self.canary_done = False  # this run moved every request to the new version after a canary
         self._placement_id: int | None = getattr(self.rd, "placement_id", None)  # set by claim
         self.live: StagePlacement | None = None  # the stage's placement as this run recorded it
         self._move_started = 0.0
@@ -423,6 +435,9 @@ class RegionRun:
             if not self.applies(step):
                 continue
             if self._cancelled(step if record_step else None):
+                if self.rd.resume_at is not None and not self.canary_done and self.rd.previous_version:
+                    # Cancelled while its canary baked: the canary never keeps its share.
+                    move_alias_back(self.rd, log=self.log)
                 self.log(
                     f"Stopped before '{step}': the deployment was cancelled or superseded.",
                     step=step,
@@ -451,9 +466,6 @@ class RegionRun:
                 self.log(str(err), step=step, level=EventLevel.ERROR, duration_ms=ms)
                 self.save(error=str(err)[:2000], error_code=err.code[:100])
                 return self.fail_policy(step)
-            except StepCancelled as err:
-                self.log(str(err), step=step, level=EventLevel.WARNING)
-                return RegionStatus.CANCELLED
             if message:
                 self.log(message, step=step, duration_ms=int((time.monotonic() - started) * 1000))
         return RegionStatus.SUCCEEDED
@@ -767,11 +779,14 @@ class RegionRun:
             # The alias stays on the version it serves and sends the canary's share to the new one;
             # "shift" moves it all after the bake.
             share = canary["percent"] / 100
+            resumed = current.weights == {version: share}  # (a parked canary, resumed)
             lambda_.ensure_alias(
                 self.code, name=self.function, alias=self.stage.name, version=current.version,
                 weights={version: share}, role_arn=self.role, current=current,
             )  # fmt: skip
             self.canary_active = True
+            if resumed:
+                return ""
             self._permission()
             return (
                 f"Canary: {canary['percent']}% of requests to version {version}, the rest on "
@@ -919,41 +934,58 @@ class RegionRun:
         )
 
     def step_shift(self) -> str:
-        """A canary's end: its bake time with the endpoint probed all along (a failed probe fails
-        the region, and the canary is withdrawn), then every request to the new version."""
-        if not self.canary_active:
-            return ""
+        """A canary's end. Its bake first: the region is parked until the bake is over (its worker
+        thread is free meanwhile; the health monitor keeps probing the region). Then the endpoint
+        is probed again and the monitor's results since the canary started are read: any failure
+        fails the region, and the canary is withdrawn. Else every request goes to the new version."""
         canary = self.stage.rollout["canary"]
-        bake = float(canary.get("bake_s", 0))
-        url = self._health_url() if settings.DEPLOY_VERIFY else ""
-        deadline = time.monotonic() + bake
-        probes = 0
-        while True:
-            if url:
-                result = self._probe(url)
-                probes += 1
-                if not result.ok:
-                    raise StepFailed(
-                        f"Canary failed after {probes} probe(s): {url}: "
-                        + (result.error or f"status {result.status_code}"),
-                        code="canary_failed",
-                    )
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(min(max(0.05, settings.DEPLOY_VERIFY_INTERVAL), max(0.0, deadline - time.monotonic())))
-            if Deployment.objects.filter(pk=self.deployment.pk, cancel_requested=True).exists():
-                move_alias_back(self.rd, log=self.log)
-                raise StepCancelled("Cancelled during the canary's bake; the canary was withdrawn.")
+        bake = timedelta(seconds=int(canary.get("bake_s", 0)))
+        now = timezone.now()
+        if bake and self.rd.resume_at is None:
+            self.save(resume_at=now + bake)
+            raise Park(self.rd.resume_at)
+        if self.rd.resume_at is not None and now < self.rd.resume_at:
+            raise Park(self.rd.resume_at)  # resumed early (a redelivered message)
+        problem = self._canary_problem(since=(self.rd.resume_at or now) - bake)
+        if problem:
+            raise StepFailed(f"Canary failed: {problem}", code="canary_failed")
         version = self.rd.version
         lambda_.ensure_alias(
             self.code, name=self.function, alias=self.stage.name, version=version, role_arn=self.role
         )
         self.canary_active = False
+        self.canary_done = True
         self._record_live(version)
         return (
-            f"Canary healthy for {bake:g} s ({probes} probe(s)): alias {self.stage.name} on version "
+            f"Canary healthy for {int(bake.total_seconds())} s: alias {self.stage.name} on version "
             f"{version} for every request (was {self.rd.previous_version})."
         )
+
+    def _canary_problem(self, *, since) -> str:
+        """Why the canary is unhealthy ("" when it is not): a failed probe of the monitor since
+        ``since``, or the endpoint failing now."""
+        from regions.models import Probe
+
+        failed = (
+            Probe.objects.filter(
+                stage_placement__placement_id=self.placement_id(), stage_placement__stage=self.stage,
+                ok=False, created_at__gte=since,
+            ).order_by("created_at").values_list("created_at", "error").first()
+        )  # fmt: skip
+        if failed:
+            return (
+                f"the health monitor's probe at {failed[0]:%H:%M:%S} UTC failed ({failed[1] or 'unhealthy'})."
+            )
+        url = self._health_url() if settings.DEPLOY_VERIFY else ""
+        if not url:
+            return ""
+        for attempt in range(max(1, settings.DEPLOY_VERIFY_ATTEMPTS)):
+            if attempt:
+                time.sleep(settings.DEPLOY_VERIFY_INTERVAL)
+            result = self._probe(url)
+            if not result.ok:
+                return f"{url}: " + (result.error or f"status {result.status_code}")
+        return ""
 
     def step_prune(self) -> str:
         try:
@@ -1106,6 +1138,20 @@ def run_claimed(rd: RegionDeployment) -> str | None:
     heartbeat = Heartbeat(rd.pk)
     try:
         status = run.run()
+    except Park as park:
+        heartbeat.stop()  # (before the heartbeat is set to the end of the bake)
+        parked = RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).update(
+            heartbeat_at=park.until
+        )
+        if parked:
+            wait = max(0.0, (park.until - timezone.now()).total_seconds())
+            run.log(
+                f"Canary baking until {park.until:%H:%M:%S} UTC; the region is held meanwhile, "
+                "and no worker waits for it.",
+                step="shift",
+            )
+            enqueue_regions([rd.pk], countdown=wait)
+        return None
     except RetryLater:
         # Queued again only while still ours and not cancelled meanwhile; a cancel that came
         # during the step stops the region here instead of leaving it queued.

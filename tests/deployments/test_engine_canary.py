@@ -1,21 +1,32 @@
 """A stage's canary (``rollout.canary``): the alias keeps serving the version it had and sends a
-share of requests to the new one while the bake lasts, the region's endpoint probed all along;
-then every request goes to the new version. A canary that fails is withdrawn."""
+share of requests to the new one while the bake lasts. Meanwhile the region is parked (held, but
+no worker thread waits for it) and the health monitor keeps probing it; then the region is probed
+again and every request goes to the new version. A canary that fails, or whose deployment is
+cancelled, is withdrawn."""
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
-from deployments.choices import DeploymentStatus
+import pytest
+from django.utils import timezone
+
+from deployments.choices import DeploymentStatus, RegionStatus
+from deployments.models import RegionDeployment
+from deployments.services.deploy import cancel_deployment
+from regions.health import run_probe_round
 from tests.support.deploys import boto
 
 from . import test_engine_support as support
 from .conftest import REGIONS
-from .test_engine_support import new_deployment, status_of
+from .test_engine_support import new_deployment, principal_for, status_of
 
 broker, engine = support.broker, support.engine  # fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+# Other code than the first deploy's, so Lambda publishes a new version.
+V2 = "def handler(event, context):\n    return {'statusCode': 202}\n"
 
 
 def _alias(app, aws, code: str) -> tuple[str, dict]:
@@ -23,68 +34,128 @@ def _alias(app, aws, code: str) -> tuple[str, dict]:
     return alias["FunctionVersion"], (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
 
 
-def _with_canary(app, percent: int = 20, bake_s: int = 1):
-    stage = app.stages.get(name="production")
-    stage.rollout = {"canary": {"percent": percent, "bake_s": bake_s}}
-    stage.save(update_fields=["rollout"])
+def _versions(deployment) -> dict[str, str]:
+    return {rd.region.code: rd.version for rd in deployment.regions.select_related("region")}
 
 
-def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(
-    app_3_regions, engine, aws, region_endpoints
-):
+@pytest.fixture
+def v1(app_3_regions, engine):
     first = new_deployment(app_3_regions)
     engine.deliver()
     assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
-    _with_canary(app_3_regions, percent=20, bake_s=1)
-    seen: dict[str, set] = {code: set() for code in REGIONS}
+    return first
 
-    def look(region: str) -> None:  # what AWS routes while the control plane probes the region
-        version, weights = _alias(app_3_regions, aws, region)
-        seen[region].add((version, tuple(sorted(weights.items()))))
 
-    region_endpoints.on_request = look
-    # (Other code than the first deploy's, so Lambda publishes a new version.)
-    second = new_deployment(
-        app_3_regions, body="def handler(event, context):\n    return {'statusCode': 202}\n"
+def _with_canary(app, percent: int = 20, bake_s: int = 600):
+    app.stages.filter(name="production").update(rollout={"canary": {"percent": percent, "bake_s": bake_s}})
+
+
+def _baking(app, engine):
+    """A v2 deploy whose regions are parked in their canary's bake (the countdown kept)."""
+    deployment = new_deployment(app, body=V2)
+    engine.deliver(early=False)
+    _, regions = status_of(deployment)
+    assert regions == {code: RegionStatus.RUNNING for code in REGIONS}
+    return deployment
+
+
+def _bake_over(deployment) -> None:
+    RegionDeployment.objects.filter(deployment=deployment).update(
+        resume_at=timezone.now() - timedelta(seconds=1)
     )
+
+
+def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions, v1, engine, aws):
+    _with_canary(app_3_regions, percent=20)
+    second = _baking(app_3_regions, engine)
+
+    old, new = _versions(v1), _versions(second)
+    for code in REGIONS:
+        assert new[code] != old[code]
+        assert _alias(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})  # 20 % on v2
+    assert len(engine.pending("workers.deploy_region")) == 3  # one resume per region, for later
+    _bake_over(second)
     engine.deliver()
-    region_endpoints.on_request = None
 
     status, regions = status_of(second)
     assert status == DeploymentStatus.SUCCEEDED, regions
     for code in REGIONS:
-        old = first.regions.get(region__code=code).version
-        new = second.regions.get(region__code=code).version
-        assert new != old
-        assert (old, ((new, 0.2),)) in seen[code]  # 20 % on the new version during the bake
-        assert _alias(app_3_regions, aws, code) == (new, {})  # then all of it
+        assert _alias(app_3_regions, aws, code) == (new[code], {})  # then all of it
     lines = list(second.events.values_list("step", "message"))
     assert sum(step == "alias" and "Canary: 20% of requests to version" in m for step, m in lines) == 3
+    assert sum(step == "shift" and "no worker waits for it" in m for step, m in lines) == 3
     assert sum(step == "shift" and "for every request" in m for step, m in lines) == 3
     live = {
         sp.placement.region.code: sp.version
         for sp in app_3_regions.stages.get(name="production").placements.all()
     }
-    assert live == {code: second.regions.get(region__code=code).version for code in REGIONS}
+    assert live == new
 
 
-def test_a_failing_canary_is_withdrawn_in_its_region_only(app_3_regions, engine, aws, region_endpoints):
-    first = new_deployment(app_3_regions)
-    engine.deliver()
-    _with_canary(app_3_regions, percent=10, bake_s=0)
-    region_endpoints.failing.add("eu-west-1")
-    second = new_deployment(
-        app_3_regions, body="def handler(event, context):\n    return {'statusCode': 500}\n"
+def test_a_resume_before_the_bake_is_over_parks_the_region_again(app_3_regions, v1, engine, aws):
+    _with_canary(app_3_regions)
+    second = _baking(app_3_regions, engine)
+    RegionDeployment.objects.filter(deployment=second).update(
+        heartbeat_at=timezone.now() - timedelta(hours=1)
     )
+    engine.deliver(early=False)  # what the reaper does with a region gone silent
+    from deployments.services.reaper import reap
+
+    reap()
+    engine.deliver(early=False)
+    _, regions = status_of(second)
+    assert regions == {code: RegionStatus.RUNNING for code in REGIONS}
+    old, new = _versions(v1), _versions(second)
+    for code in REGIONS:
+        assert _alias(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})
+
+
+def test_a_failure_the_monitor_saw_during_the_bake_withdraws_the_canary(
+    app_3_regions, v1, engine, aws, region_endpoints, settings
+):
+    _with_canary(app_3_regions, percent=10)
+    second = _baking(app_3_regions, engine)
+    region_endpoints.failing.add("eu-west-1")
+    run_probe_round(min_age=0)  # the health monitor's round, during the bake
+    region_endpoints.failing.clear()  # healthy again by the end of the bake
+    _bake_over(second)
     engine.deliver()
 
     status, regions = status_of(second)
     assert regions == {"eu-west-1": "rolled_back", "us-east-1": "succeeded", "ap-southeast-2": "succeeded"}
     assert status == DeploymentStatus.PARTIALLY_FAILED
-    old = first.regions.get(region__code="eu-west-1").version
-    assert _alias(app_3_regions, aws, "eu-west-1") == (old, {})  # no share left on the new version
+    old, new = _versions(v1), _versions(second)
+    assert _alias(app_3_regions, aws, "eu-west-1") == (old["eu-west-1"], {})  # no share left on v2
+    rd = second.regions.get(region__code="eu-west-1")
+    assert rd.error_code == "canary_failed" and "health monitor" in rd.error
     for code in ("us-east-1", "ap-southeast-2"):
-        assert _alias(app_3_regions, aws, code) == (second.regions.get(region__code=code).version, {})
+        assert _alias(app_3_regions, aws, code) == (new[code], {})
+
+
+def test_a_canary_failing_its_first_probe_is_withdrawn_in_its_region_only(
+    app_3_regions, v1, engine, aws, region_endpoints
+):
+    _with_canary(app_3_regions, percent=10, bake_s=0)
+    region_endpoints.failing.add("eu-west-1")
+    second = new_deployment(app_3_regions, body=V2)
+    engine.deliver()
+
+    _, regions = status_of(second)
+    assert regions == {"eu-west-1": "rolled_back", "us-east-1": "succeeded", "ap-southeast-2": "succeeded"}
+    assert _alias(app_3_regions, aws, "eu-west-1") == (_versions(v1)["eu-west-1"], {})
+
+
+def test_cancelling_during_the_bake_withdraws_the_canary_at_once(app_3_regions, v1, engine, aws):
+    _with_canary(app_3_regions)
+    second = _baking(app_3_regions, engine)
+    cancel_deployment(deployment=second, principal=principal_for(app_3_regions))
+    engine.deliver(early=False)  # the parked regions are resumed now, not when the bake ends
+
+    status, regions = status_of(second)
+    assert status == DeploymentStatus.CANCELLED, regions
+    old = _versions(v1)
+    for code in REGIONS:
+        assert _alias(app_3_regions, aws, code) == (old[code], {})
 
 
 def test_the_first_deploy_of_a_stage_has_nothing_to_share_traffic_with(app_3_regions, engine, aws):

@@ -14,9 +14,6 @@ class RegionEndpoints:
     def __init__(self) -> None:
         self.failing: set[str] = set()
         self.hits: dict[str, int] = {}
-        # Called with the region of every request before it is answered (a test can look at AWS
-        # from there, as it is while the control plane probes the region).
-        self.on_request = None
         self._lock = threading.Lock()
         endpoints = self
 
@@ -30,8 +27,6 @@ class RegionEndpoints:
                 region = self.path.strip("/").split("/")[0]
                 with endpoints._lock:
                     endpoints.hits[region] = endpoints.hits.get(region, 0) + 1
-                if endpoints.on_request is not None:
-                    endpoints.on_request(region)
                 failing = region in endpoints.failing
                 body = b"unhealthy" if failing else b'{"status": "ok"}'
                 self.send_response(503 if failing else 200)
