@@ -73,12 +73,16 @@ class DeploymentCreateSerializer(serializers.Serializer):
 
 class RegionDeploymentSerializer(serializers.ModelSerializer):
     region = serializers.CharField(source="region.code")
+    canary_until = serializers.DateTimeField(
+        source="resume_at", read_only=True, allow_null=True,
+        help_text="When the region's canary bake ends (null without a canary).",
+    )  # fmt: skip
 
     class Meta:
         model = RegionDeployment
         fields = [
             "region", "status", "wave", "step", "version", "previous_version", "attempts",
-            "started_at", "finished_at", "error", "error_code",
+            "started_at", "finished_at", "canary_until", "error", "error_code",
         ]  # fmt: skip
 
 

@@ -65,7 +65,7 @@ def _bake_over(deployment) -> None:
     )
 
 
-def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions, v1, engine, aws):
+def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions, v1, engine, aws, api_for):
     _with_canary(app_3_regions, percent=20)
     second = _baking(app_3_regions, engine)
 
@@ -74,6 +74,10 @@ def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions,
         assert new[code] != old[code]
         assert _alias(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})  # 20 % on v2
     assert len(engine.pending("workers.deploy_region")) == 3  # one resume per region, for later
+    shown = (
+        api_for(app_3_regions.team, role="viewer").get(f"/api/v1/deployments/{second.pk}/").json()["regions"]
+    )
+    assert all(r["status"] == "running" and r["step"] == "shift" and r["canary_until"] for r in shown)
     _bake_over(second)
     engine.deliver()
 
