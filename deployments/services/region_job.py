@@ -190,10 +190,15 @@ def claim_rollback(deployment_id: int) -> list[RegionDeployment]:
                 stage_id=deployment.stage_id, placement__app_id=deployment.app_id
             ).values_list("placement__region_id", "version")
         )
-        for rd in RegionDeployment.objects.filter(pk__in=ids, previous_version=""):
+        replaced = []
+        for rd in RegionDeployment.objects.filter(pk__in=ids, previous_version="").only(
+            "region_id", "version"
+        ):
             was = live.get(rd.region_id, "")
             if was and was != rd.version:
-                RegionDeployment.objects.filter(pk=rd.pk).update(previous_version=was)
+                rd.previous_version = was
+                replaced.append(rd)
+        RegionDeployment.objects.bulk_update(replaced, ["previous_version"])  # one statement
         started = bool(
             Deployment.objects.filter(pk=deployment_id, status=DeploymentStatus.QUEUED).update(
                 status=DeploymentStatus.RUNNING, started_at=now
@@ -512,9 +517,8 @@ class RegionRun:
 
     def step_gate(self) -> str:
         """A later wave starts only while the regions of the earlier waves are healthy: they have
-        served the new release for the bake time, and this is the health gate after it."""
-        if not self.rd.wave or not settings.DEPLOY_VERIFY:
-            return ""
+        served the new release for the bake time, and this is the health gate after it (only a
+        later wave's region runs it, see ``applies``)."""
         from regions.endpoints import resolve_endpoint
         from regions.health import ProbeTarget, probe_many, run_async
 
@@ -750,8 +754,7 @@ class RegionRun:
         return message
 
     def step_dns(self) -> str:
-        if not (self.stage.domain and self.stage.hosted_zone_id):
-            return ""
+        """The health check and latency record (for a stage with a domain and zone: ``applies``)."""
         host = f"{self.api_id}.execute-api.{self.code}.{apigateway._dns_suffix(self.code)}"
         self.health_check_id = route53.ensure_health_check(
             fqdn=host, path=f"/{self.stage.name}{self.config['health_path']}", region=self.code,

@@ -52,8 +52,8 @@ def _api(region: str, role_arn: str):
 
 @dataclass(frozen=True)
 class RestApi:
-    """A REST API found or made by :func:`find_or_create_rest_api`; ``root_id`` is set only when it
-    was just created (its one resource is then ``/``, and it has no stages)."""
+    """A REST API found or made by :func:`_find_or_create`; ``root_id`` is set only when it was
+    just created (its one resource is then ``/``, and it has no stages)."""
 
     id: str
     root_id: str = ""
@@ -64,6 +64,8 @@ class RestApi:
 
 
 def _find_or_create(api, name: str) -> RestApi:
+    """The REST API called ``name`` (the oldest if several), created as a REGIONAL API when there
+    is none."""
     found = [
         item
         for page in api.get_paginator("get_rest_apis").paginate(PaginationConfig={"PageSize": 500})
@@ -81,15 +83,8 @@ def _find_or_create(api, name: str) -> RestApi:
 
 
 @aws_errors
-def find_or_create_rest_api(region: str, name: str, *, role_arn: str = "") -> RestApi:
-    """The REST API called ``name`` in ``region`` (the oldest if several), created as a REGIONAL
-    API when there is none."""
-    return _find_or_create(_api(region, role_arn), name)
-
-
-@aws_errors
 def ensure_rest_api(region: str, name: str, *, role_arn: str = "") -> str:
-    """The id of the REST API called ``name`` (see :func:`find_or_create_rest_api`)."""
+    """The id of the REST API called ``name`` (see :func:`_find_or_create`)."""
     return _find_or_create(_api(region, role_arn), name).id
 
 
