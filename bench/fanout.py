@@ -80,7 +80,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
 
-    from deployments.services.deploy import create_deployment
+    from deployments.services.deployments import create_deployment
     from regions.catalog import commercial_regions
 
     regions16 = list(commercial_regions())[:16]

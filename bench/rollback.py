@@ -33,7 +33,7 @@ def main() -> None:
 
     from controlplane.models import ApiToken
     from deployments.artifacts import store_artifact
-    from deployments.services.deploy import create_deployment
+    from deployments.services.deployments import create_deployment
     from regions.models import StagePlacement
 
     regions = list(commercial_regions())[:16]

@@ -1,7 +1,8 @@
-"""Alerts: an event fans out to the team's subscribed channels as Notification rows, one per
+"""Alert delivery: an event fans out to the team's subscribed channels as Notification rows, one per
 channel, each delivered by a task with retries. A row is the record of a delivery whatever
 happens to the task: the sweeper re-enqueues rows whose task was lost. Every try is logged as a
-NotificationAttempt (outcome, answer, error, how long it took).
+NotificationAttempt (outcome, answer, error, how long it took). What an alert says is written
+by the part it is about: ``deployments/alerts.py`` and ``regions/alerts.py``.
 
 Delivery outcome: sent; pending again with a next attempt (timeouts, 5xx, throttling; at most
 ``NOTIFY_MAX_ATTEMPTS`` tries); or failed (permanent errors, out of tries). A target that is
@@ -22,20 +23,13 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import audit
+from . import audit, queue
 from .channels import backend_for
 from .channels.base import DeliveryError, Message
 from .choices import AlertEvent, NotificationStatus
 from .models import Channel, Notification, NotificationAttempt
 
 log = logging.getLogger(__name__)
-
-DEPLOY_EVENTS = (
-    AlertEvent.DEPLOY_STARTED,
-    AlertEvent.DEPLOY_SUCCEEDED,
-    AlertEvent.DEPLOY_FAILED,
-    AlertEvent.ROLLBACK,
-)
 
 
 @dataclass(frozen=True)
@@ -57,9 +51,13 @@ def subscribed_channels(*, team_id: int, app_id: int | None, event: str) -> list
     return [c for c in qs.distinct().order_by("pk") if event in (c.events or [])]
 
 
-def _fan_out(
+def fan_out(
     *, team_id: int, app, event: str, message: Message, deployment=None, incident=None
 ) -> list[Notification]:
+    """One Notification row per channel of the team subscribed to ``event`` for ``app`` (a
+    deployment's transition is told to a channel once), each delivered after commit. Returns
+    the rows created. The wording is the caller's (``deployments/alerts.py``,
+    ``regions/alerts.py``)."""
     channels = subscribed_channels(team_id=team_id, app_id=app.pk if app else None, event=event)
     if deployment is not None:
         # The engine may report a transition again when a job is resumed: one alert per transition.
@@ -87,173 +85,17 @@ def _fan_out(
             for channel in channels
         ]
     )
-    ids = [row.pk for row in rows]
-    transaction.on_commit(lambda: enqueue(ids))
+    enqueue(row.pk for row in rows)
     return rows
 
 
 def enqueue(notification_ids: Iterable[int]) -> None:
-    """Hand deliveries to the workers. A broker failure is logged, not raised: the rows stay
-    pending and the sweeper enqueues them again."""
-    from workers.tasks import deliver_notification
-
-    for pk in notification_ids:
-        try:
-            deliver_notification.delay(pk)
-        except Exception:  # noqa: BLE001 - the row is the record; the sweeper retries
-            log.warning("could not enqueue notification %s; the sweeper will", pk, exc_info=True)
+    """Hand deliveries to the workers after commit (see :mod:`controlplane.queue`: a broker
+    failure is logged; the rows stay pending and the sweeper enqueues them again)."""
+    queue.enqueue("workers.deliver_notification", notification_ids)
 
 
 # --- Messages -------------------------------------------------------------------------------
-
-
-def _duration(seconds: float | None) -> str:
-    seconds = int(seconds or 0)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h {minutes}m"
-    if minutes:
-        return f"{minutes}m {secs}s"
-    return f"{secs}s"
-
-
-def incident_message(incident, event: str, *, reminder: bool = False, flap: str = "") -> Message:
-    """The alert for an incident opening (``health_down``), still open (``reminder``) or closing.
-    ``flap``: ``"flapping"`` (the region keeps going down and up; alerts about it pause) or
-    ``"settled"`` (it stopped flapping and stayed down), both sent as ``health_down``."""
-    sp = incident.stage_placement
-    app, stage, region = sp.stage.app, sp.stage, sp.placement.region.code
-    name = f"{app.slug} {stage.name}"
-    fields = {"App": app.slug, "Stage": stage.name, "Region": region, "Incident": f"#{incident.pk}"}
-    if event == AlertEvent.HEALTH_UP:
-        title = f"{name} recovered in {region}"
-        text = f"Health checks pass again in {region}; it was down for {_duration(incident.duration_s)}."
-        severity = "good"
-        fields["Down for"] = _duration(incident.duration_s)
-    else:
-        title = f"{'Still down' if reminder else 'DOWN'}: {name} in {region}"
-        text = (
-            f"{name} is still failing its health checks in {region}, for "
-            f"{_duration(incident.duration_s)} now."
-            if reminder
-            else f"{name} failed its health checks in {region} "
-            f"{max(sp.consecutive_failures, 1)} times in a row."
-        )
-        severity = "danger"
-        fields["Reason"] = incident.reason or "unknown"
-        if sp.route53_status:
-            fields["Route 53"] = sp.route53_status
-    if flap:
-        window = _duration(getattr(settings, "HEALTH_FLAP_WINDOW", 600.0))
-        severity = "warning" if flap == "flapping" else "danger"
-        if flap == "flapping":
-            title = f"FLAPPING: {name} in {region}"
-            text = (
-                f"{name} keeps going down and coming back in {region}. Alerts about it are paused "
-                f"until it has been stable for {window}."
-            )
-        else:
-            title = f"DOWN: {name} in {region}"
-            text = f"{name} stopped flapping in {region} and has been down for {window} or more."
-        fields["Flapping"] = "yes" if flap == "flapping" else "stopped; still down"
-    fields["Opened"] = incident.opened_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-    return Message(
-        event=event,
-        title=title,
-        text=text,
-        url=settings.SITE_URL + settings.HEALTH_URL_PATH.format(app=app.slug) + f"?team={app.team.slug}",
-        fields=fields,
-        severity=severity,
-        data={
-            "team": app.team.slug,
-            "app": app.slug,
-            "stage": stage.name,
-            "region": region,
-            "incident_id": incident.pk,
-            "opened_at": incident.opened_at.isoformat(),
-            "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
-            "duration_s": round(incident.duration_s or 0, 1),
-            "reason": incident.reason,
-            "reminder": reminder,
-            "flapping": flap == "flapping",
-            "settled": flap == "settled",
-        },
-    )
-
-
-_DEPLOY_WORDS = {
-    AlertEvent.DEPLOY_STARTED: ("Deploying", "info"),
-    AlertEvent.DEPLOY_SUCCEEDED: ("Deployed", "good"),
-    AlertEvent.DEPLOY_FAILED: ("Deploy failed", "danger"),
-    AlertEvent.ROLLBACK: ("Rolled back", "warning"),
-}
-
-
-def deployment_message(deployment, event: str) -> Message:
-    """The alert for a deployment's transition: app, stage, kind, commit, per-region outcome, link."""
-    app, stage = deployment.app, deployment.stage
-    verb, severity = _DEPLOY_WORDS.get(event, (event, "info"))
-    short_sha = (deployment.commit_sha or "")[:7]
-    subject = (
-        (deployment.commit_message or "").strip().splitlines()[0][:120] if deployment.commit_message else ""
-    )
-    commit = " ".join(part for part in (short_sha, subject) if part) or "no commit"
-    regions = list(deployment.regions.select_related("region").order_by("wave", "region__code"))
-    lines = []
-    for rd in regions:
-        line = f"{rd.region.code}: {rd.status}"
-        if rd.version:
-            line += f" (version {rd.version})"
-        if rd.error:
-            line += f" — {rd.error.splitlines()[0][:150]}"
-        lines.append(line)
-    release = f" release #{deployment.release.number}" if deployment.release_id else ""
-    title = f"{verb}: {app.slug} {stage.name}{release}"
-    if event == AlertEvent.DEPLOY_STARTED:
-        text = f"{deployment.kind.title()} of {app.slug} {stage.name} started by {deployment.triggered_by}."
-    else:
-        text = (
-            f"{deployment.kind.title()} of {app.slug} {stage.name} is {deployment.status.replace('_', ' ')}."
-        )
-    if deployment.error and event != AlertEvent.DEPLOY_STARTED:
-        text += f" {deployment.error.splitlines()[0][:200]}"
-    fields = {
-        "App": app.slug,
-        "Stage": stage.name,
-        "Kind": deployment.kind,
-        "Commit": commit,
-        "Triggered by": deployment.triggered_by,
-    }
-    if lines:
-        fields["Regions"] = "\n".join(lines)
-    return Message(
-        event=event,
-        title=title,
-        text=text,
-        url=settings.SITE_URL + settings.DEPLOYMENT_URL_PATH.format(id=deployment.pk),
-        fields=fields,
-        severity=severity,
-        data={
-            "team": app.team.slug,
-            "app": app.slug,
-            "stage": stage.name,
-            "deployment_id": deployment.pk,
-            "kind": deployment.kind,
-            "status": deployment.status,
-            "release": deployment.release.number if deployment.release_id else None,
-            "commit": {
-                "sha": deployment.commit_sha,
-                "message": deployment.commit_message,
-                "branch": deployment.commit_branch,
-                "url": deployment.commit_url,
-            },
-            "regions": [
-                {"region": rd.region.code, "status": rd.status, "version": rd.version, "error": rd.error}
-                for rd in regions
-            ],
-        },
-    )
 
 
 def channel_test_message(channel: Channel) -> Message:
@@ -266,41 +108,6 @@ def channel_test_message(channel: Channel) -> Message:
         severity="info",
         data={"team": channel.team.slug, "channel_id": channel.pk},
     )
-
-
-# --- Entry points for the rest of the control plane -----------------------------------------
-
-
-def notify_incident(*, incident, event: str, reminder: bool = False, flap: str = "") -> list[Notification]:
-    """Queue ``health_down``/``health_up`` deliveries for an incident to every subscribed channel
-    of its app's team. Returns the rows created (sent after the current transaction commits)."""
-    app = incident.stage_placement.stage.app
-    message = incident_message(incident, event, reminder=reminder, flap=flap)
-    return _fan_out(team_id=app.team_id, app=app, event=event, message=message, incident=incident)
-
-
-def notify_deployment(deployment_id: int, event: str) -> None:
-    """Queue deliveries of a deployment transition (``deploy_started``, ``deploy_succeeded``,
-    ``deploy_failed``, ``rollback``) to every enabled channel of the app's team subscribed to it.
-    Cheap and safe inside the engine's transaction: rows are created in a savepoint and sent
-    after commit; nothing is raised, whatever goes wrong (it is logged)."""
-    from deployments.models import Deployment
-
-    try:
-        with transaction.atomic():
-            deployment = Deployment.objects.select_related("app__team", "stage", "release").get(
-                pk=deployment_id
-            )
-            message = deployment_message(deployment, event)
-            _fan_out(
-                team_id=deployment.app.team_id,
-                app=deployment.app,
-                event=event,
-                message=message,
-                deployment=deployment,
-            )
-    except Exception:  # noqa: BLE001 - alerts must never break a deployment
-        log.exception("could not queue %s notifications for deployment %s", event, deployment_id)
 
 
 def retry_delay(attempt: int) -> float:

@@ -1,14 +1,18 @@
-"""Reads of apps, stages and env vars that several callers share."""
+"""Reads of apps, stages, env vars and releases that several callers share."""
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from controlplane.access import Principal
 from controlplane.errors import DomainError, NotFound
 from regions.models import AppRegion, StagePlacement
 
-from .models import App, EnvVar, Stage
+from .choices import DeploymentStatus
+from .models import App, Deployment, EnvVar, Release, Stage
+
+# A deployment that ended in these left its release live (in at least one region).
+LIVE_STATUSES = (DeploymentStatus.SUCCEEDED, DeploymentStatus.PARTIALLY_FAILED)
 
 
 class AmbiguousApp(DomainError):
@@ -89,3 +93,25 @@ def region_summaries(app: App) -> list[dict]:
             }
         )
     return out
+
+
+def current_releases(stage_ids) -> dict[int, Release]:
+    """``{stage id: release}`` each stage last moved to successfully (in any region), in one
+    query; a stage that never did is left out."""
+    latest = (
+        Deployment.objects.filter(stage=OuterRef("pk"), release__isnull=False, status__in=LIVE_STATUSES)
+        .order_by("-finished_at", "-id")
+        .values("release_id")[:1]
+    )
+    pairs = list(
+        Stage.objects.filter(pk__in=list(stage_ids))
+        .annotate(current_id=Subquery(latest))
+        .values_list("pk", "current_id")
+    )
+    releases = Release.objects.in_bulk([rid for _, rid in pairs if rid])
+    return {sid: releases[rid] for sid, rid in pairs if rid in releases}
+
+
+def current_release(*, stage: Stage) -> Release | None:
+    """The release the stage last moved to successfully (any region), or None."""
+    return current_releases([stage.pk]).get(stage.pk)

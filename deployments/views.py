@@ -14,7 +14,6 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -29,9 +28,10 @@ from regions.selectors import app_health, worst_status
 
 from . import selectors
 from .choices import ACTIVE_DEPLOYMENT_STATUSES, ACTIVE_REGION_STATUSES
-from .models import App, Deployment, DeploymentEvent, Release, Stage
+from .models import App, Deployment, DeploymentEvent
+from .selectors import current_releases as _current_releases
 from .services import apps as app_services
-from .services.releases import LIVE_STATUSES, previous_release, rollback
+from .services.rollback import previous_release, rollback
 
 RECENT_DEPLOYMENTS = 25
 EVENTS_ON_PAGE = 2000  # more are fetched by the live log (or read through the API)
@@ -106,23 +106,6 @@ def _app_query(principal: Principal, app: App) -> str:
     if App.objects.visible_to(principal).filter(slug=app.slug).count() > 1:
         return _team_query(app.team.slug)
     return ""
-
-
-def _current_releases(stage_ids) -> dict[int, Release]:
-    """``{stage id: release}`` each stage last moved to successfully, in one query (the same rule
-    as ``services.deploy.current_release``)."""
-    latest = (
-        Deployment.objects.filter(stage=OuterRef("pk"), release__isnull=False, status__in=LIVE_STATUSES)
-        .order_by("-finished_at", "-id")
-        .values("release_id")[:1]
-    )
-    pairs = list(
-        Stage.objects.filter(pk__in=list(stage_ids))
-        .annotate(current_id=Subquery(latest))
-        .values_list("pk", "current_id")
-    )
-    releases = Release.objects.in_bulk([rid for _, rid in pairs if rid])
-    return {sid: releases[rid] for sid, rid in pairs if rid in releases}
 
 
 def duration(start: datetime | None, end: datetime | None = None) -> str:

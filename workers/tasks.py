@@ -1,17 +1,24 @@
-"""Celery entry points: take ids, call a service, decide retries. Nothing else lives here."""
+"""Celery entry points: take ids, call down (the deploy engine, health, notification delivery),
+decide retries. Nothing imports this module: work is enqueued by task name through
+``controlplane.queue``, and Celery's autodiscovery registers these tasks."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from celery import shared_task
+from django.conf import settings
+
+from controlplane import notify
+from deployments.engine import driver, reaper, rollback
+from deployments.engine.context import RetryLater
+from regions import health, incidents
 
 
 @shared_task(name="workers.ping")
 def ping() -> dict:
     """Answers who ran it, so a caller can tell a real worker received the task."""
-    import os
-
     return {"pong": True, "hostname": socket.gethostname(), "pid": os.getpid()}
 
 
@@ -20,17 +27,13 @@ def ping() -> dict:
 @shared_task(name="workers.start_deployment", acks_late=True, ignore_result=True)
 def start_deployment(deployment_id: int) -> None:
     """Build the release if needed, then release the first wave of regions."""
-    from deployments.services.region_job import start
-
-    start(deployment_id)
+    driver.start(deployment_id)
 
 
 @shared_task(name="workers.rollback_regions", acks_late=True, ignore_result=True)
 def rollback_regions(deployment_id: int) -> int:
     """Move every region of a rollback at once, from one task (falls back to deploy_region)."""
-    from deployments.services.region_job import run_rollback
-
-    return run_rollback(deployment_id)
+    return rollback.run_rollback(deployment_id)
 
 
 @shared_task(
@@ -44,15 +47,11 @@ def rollback_regions(deployment_id: int) -> int:
 def deploy_region(self, region_deployment_id: int) -> str | None:
     """Run one region of a deployment. Throttling and AWS 5xx (after botocore's own retries) are
     retried with backoff; anything else fails the region at once."""
-    from django.conf import settings
-
-    from deployments.services.region_job import RetryLater, fail_after_retries, run_region
-
     try:
-        return run_region(region_deployment_id)
+        return driver.run_region(region_deployment_id)
     except RetryLater as exc:
         if self.request.retries >= settings.AWS_RETRY_LIMIT:
-            fail_after_retries(region_deployment_id, exc.error)
+            driver.fail_after_retries(region_deployment_id, exc.error)
             return "failed"
         raise self.retry(countdown=min(60, 2 ** (self.request.retries + 1)), exc=exc)
 
@@ -60,9 +59,7 @@ def deploy_region(self, region_deployment_id: int) -> str | None:
 @shared_task(name="workers.reap", acks_late=True)
 def reap() -> dict:
     """Requeue or fail deployments stuck past their limits (beat runs it every minute)."""
-    from deployments.services.reaper import reap as reap_stuck
-
-    return reap_stuck()
+    return reaper.reap()
 
 
 # --- Health and alerts ------------------------------------------------------------------------
@@ -71,9 +68,7 @@ def reap() -> dict:
 @shared_task(name="workers.probe_all", acks_late=True)
 def probe_all() -> dict:
     """One probe round of every live placement (beat runs it every HEALTH_PROBE_INTERVAL)."""
-    from regions.health import run_probe_round
-
-    summary = run_probe_round()
+    summary = health.run_probe_round()
     return {
         "probed": summary.probed,
         "healthy": summary.healthy,
@@ -87,35 +82,29 @@ def probe_all() -> dict:
 @shared_task(name="workers.prune_probes", acks_late=True)
 def prune_probes() -> dict:
     """Delete probe results past retention; close incidents of placements that no longer serve."""
-    from regions.health import close_incidents_of_retired_placements
-    from regions.health import prune_probes as prune
-
-    return {"deleted": prune(), "incidents_closed": close_incidents_of_retired_placements()}
+    return {
+        "deleted": health.prune_probes(),
+        "incidents_closed": incidents.close_incidents_of_retired_placements(),
+    }
 
 
 @shared_task(name="workers.read_route53_health", acks_late=True)
 def read_route53_health() -> int:
     """Read the Route 53 health check status of every live placement that has one."""
-    from regions.health import read_route53_statuses
-
-    return read_route53_statuses()
+    return health.read_route53_statuses()
 
 
 @shared_task(name="workers.remind_incidents", acks_late=True)
 def remind_incidents() -> int:
     """Remind channels of regions still down (HEALTH_REMINDER_MINUTES; 0 turns it off)."""
-    from regions.health import send_incident_reminders
-
-    return send_incident_reminders()
+    return incidents.send_incident_reminders()
 
 
 @shared_task(name="workers.deliver_notification", bind=True, acks_late=True, max_retries=None)
 def deliver_notification(self, notification_id: int) -> str:
     """One delivery attempt; another is scheduled with backoff when the failure was transient.
     The row counts attempts, so redeliveries and the sweeper never exceed NOTIFY_MAX_ATTEMPTS."""
-    from controlplane.notify import deliver_notification as deliver
-
-    outcome = deliver(notification_id=notification_id)
+    outcome = notify.deliver_notification(notification_id=notification_id)
     if outcome.retry_in is not None:
         raise self.retry(countdown=outcome.retry_in)
     return outcome.status
@@ -124,6 +113,4 @@ def deliver_notification(self, notification_id: int) -> str:
 @shared_task(name="workers.requeue_notifications", acks_late=True)
 def requeue_notifications() -> int:
     """Enqueue again deliveries whose task was lost (broker down at enqueue, a dead worker)."""
-    from controlplane.notify import requeue_stale_notifications
-
-    return requeue_stale_notifications()
+    return notify.requeue_stale_notifications()

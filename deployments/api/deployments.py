@@ -18,8 +18,7 @@ from controlplane.choices import Role
 from ..choices import DeploymentStatus
 from ..models import App, Artifact, Deployment, DeploymentEvent, RegionDeployment, Stage
 from ..selectors import app_for
-from ..services.deploy import cancel_deployment, create_deployment
-from ..services.releases import deploy_config
+from ..services.deployments import cancel_deployment, create_deployment, deploy_config
 
 SHA_RE = r"^[0-9a-fA-F]{7,64}$"
 

@@ -14,7 +14,9 @@ from controlplane.api.common import ErrorSerializer, errors
 from controlplane.choices import Role
 
 from ..models import App, Release, Stage
-from ..services.releases import diff_releases, promote, rollback
+from ..services.deployments import promote
+from ..services.releases import diff_releases
+from ..services.rollback import rollback
 from .deployments import DeploymentSerializer, deployment_queryset, require, visible_app
 
 APP_PARAM = OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")

@@ -21,9 +21,10 @@ from controlplane.errors import Conflict, DomainError
 from controlplane.models import Team
 from regions.models import AppRegion, Region, StagePlacement
 
-from ..choices import ACTIVE_DEPLOYMENT_STATUSES, LAMBDA_RUNTIMES, FailurePolicy
+from ..choices import ACTIVE_DEPLOYMENT_STATUSES, LAMBDA_RUNTIMES
 from ..env import EnvTooLarge, InvalidEnvVar, effective_env, env_key_problem
 from ..models import App, Deployment, EnvVar, Stage, generate_webhook_secret
+from ..rollout import rollout_of, validate_rollout
 
 APP_FIELDS = (
     "name",
@@ -39,9 +40,6 @@ APP_FIELDS = (
     "build_output_dir",
 )
 STAGE_FIELDS = ("branch", "domain", "hosted_zone_id", "rollout", "pinned", "pinned_reason")
-ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure", "canary"})
-CANARY_KEYS = frozenset({"percent", "bake_s"})
-MAX_BAKE_S = 3600
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
 
@@ -70,11 +68,6 @@ class DuplicateStage(DomainError):
     status_code = 400
 
 
-class InvalidRollout(DomainError):
-    code = "invalid_rollout"
-    status_code = 400
-
-
 class DuplicateEnvVar(DomainError):
     code = "env_var_exists"
     status_code = 400
@@ -89,78 +82,6 @@ class AppIsLive(Conflict):
 
 
 # --- Validation -------------------------------------------------------------------------------
-
-
-def validate_rollout(rollout: Any, *, region_codes: Iterable[str]) -> dict:
-    """The rollout policy, checked: ``{"waves": [[code | "*", ...], ...], "bake_s": 0..3600,
-    "on_failure": "leave" | "rollback", "canary": {"percent": 1..99, "bake_s": 0..3600}}``, every
-    key optional, every code one of the app's regions and used once, ``"*"`` (the regions not
-    named) at most once. Returns it unchanged; raises InvalidRollout saying what is wrong."""
-    if rollout is None:
-        return {}
-    if not isinstance(rollout, dict):
-        raise InvalidRollout(
-            "The rollout policy must be an object.", fields={"rollout": ["Must be an object."]}
-        )
-    unknown = sorted(set(rollout) - ROLLOUT_KEYS)
-    if unknown:
-        raise InvalidRollout(
-            f"Unknown rollout keys: {', '.join(unknown)} (allowed: {', '.join(sorted(ROLLOUT_KEYS))}).",
-            fields={"rollout": [f"Unknown keys: {', '.join(unknown)}."]},
-        )
-    codes = set(region_codes)
-    waves = rollout.get("waves", [])
-    problem = None
-    if not isinstance(waves, list):
-        problem = "'waves' must be a list of lists of region codes."
-    else:
-        seen: set[str] = set()
-        for index, wave in enumerate(waves, start=1):
-            if not isinstance(wave, list) or not wave or not all(isinstance(c, str) for c in wave):
-                problem = f"Wave {index} must be a non-empty list of region codes or '*'."
-                break
-            for code in wave:
-                if code in seen:
-                    problem = f"'{code}' appears in more than one place in the waves."
-                elif code != "*" and code not in codes:
-                    allowed = ", ".join(sorted(codes)) or "none"
-                    problem = f"'{code}' in wave {index} is not one of the app's regions ({allowed})."
-                seen.add(code)
-            if problem:
-                break
-    if problem is None and "bake_s" in rollout:
-        bake = rollout["bake_s"]
-        if isinstance(bake, bool) or not isinstance(bake, int) or not 0 <= bake <= MAX_BAKE_S:
-            problem = f"'bake_s' must be a whole number of seconds from 0 to {MAX_BAKE_S}."
-    if problem is None and "on_failure" in rollout and rollout["on_failure"] not in FailurePolicy.values:
-        problem = f"'on_failure' must be one of: {', '.join(FailurePolicy.values)}."
-    if problem is None and "canary" in rollout:
-        problem = _canary_problem(rollout["canary"])
-    if problem:
-        raise InvalidRollout(problem, fields={"rollout": [problem]})
-    return rollout
-
-
-def _canary_problem(canary: Any) -> str | None:
-    def whole(value: Any, low: int, high: int) -> bool:
-        return not isinstance(value, bool) and isinstance(value, int) and low <= value <= high
-
-    if not isinstance(canary, dict) or "percent" not in canary:
-        return "'canary' must be an object with 'percent' (1 to 99) and optionally 'bake_s'."
-    unknown = sorted(set(canary) - CANARY_KEYS)
-    if unknown:
-        return f"Unknown canary keys: {', '.join(unknown)} (allowed: {', '.join(sorted(CANARY_KEYS))})."
-    if not whole(canary["percent"], 1, 99):
-        return (
-            "'canary.percent' must be a whole number from 1 to 99 (the share of requests on the new version)."
-        )
-    if "bake_s" in canary and not whole(canary["bake_s"], 0, MAX_BAKE_S):
-        return f"'canary.bake_s' must be a whole number of seconds from 0 to {MAX_BAKE_S}."
-    return None
-
-
-def _region_codes_in(rollout: dict | None) -> set[str]:
-    return {code for wave in (rollout or {}).get("waves", []) for code in wave if code != "*"}
 
 
 def _check_app_fields(data: dict) -> None:
@@ -298,7 +219,7 @@ def _set_regions(*, app: App, codes: list[str]) -> tuple[list[str], list[str]]:
                 fields={"regions": [f"Live in: {', '.join(live)}."]},
             )
         for stage in app.stages.all():
-            used = sorted(_region_codes_in(stage.rollout) & set(removed))
+            used = sorted(rollout_of(stage).region_codes & set(removed))
             if used:
                 raise InvalidRegions(
                     f"Stage '{stage.name}' names {', '.join(used)} in its rollout waves; "

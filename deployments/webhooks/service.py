@@ -27,7 +27,7 @@ from controlplane.errors import DomainError, json_error
 from ..choices import DeploymentStatus, WebhookOutcome
 from ..gitutil import normalize_repo_url
 from ..models import App, Stage, WebhookDelivery
-from ..services.deploy import create_deployment
+from ..services.deployments import create_deployment
 from .providers import MalformedPayload, Provider, Push
 
 logger = logging.getLogger("controlplane.webhooks")

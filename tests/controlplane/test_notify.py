@@ -9,6 +9,7 @@ from django.utils import timezone
 from controlplane import notify
 from controlplane.choices import Role
 from controlplane.models import AuditEntry, Channel, Notification, NotificationAttempt
+from deployments import alerts
 from deployments.models import Deployment, RegionDeployment
 from regions.models import Region
 from tests.factories import AppFactory, StageFactory
@@ -53,7 +54,7 @@ def test_deploy_failure_reaches_subscribed_channels_with_commit_regions_and_link
     AppFactory(team=team, slug="billing")
     make_channel(team, "slack", slack.url + "/billing", apps=["billing"])
 
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     deliver_pending()
 
     (message,) = slack.received("POST")
@@ -75,9 +76,9 @@ def test_deploy_failure_reaches_subscribed_channels_with_commit_regions_and_link
 
 def test_same_transition_reported_twice_alerts_once(team, deployment, slack):
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_started")
-    notify.notify_deployment(deployment.pk, "deploy_started")
-    notify.notify_deployment(deployment.pk, "deploy_succeeded")
+    alerts.notify_deployment(deployment.pk, "deploy_started")
+    alerts.notify_deployment(deployment.pk, "deploy_started")
+    alerts.notify_deployment(deployment.pk, "deploy_succeeded")
     deliver_pending()
     titles = [r.json()["blocks"][0]["text"]["text"] for r in slack.received("POST")]
     assert titles == ["Deploying: api production", "Deployed: api production"]
@@ -85,7 +86,7 @@ def test_same_transition_reported_twice_alerts_once(team, deployment, slack):
 
 def test_notify_deployment_never_raises(team, slack, caplog):
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(999999, "deploy_failed")
+    alerts.notify_deployment(999999, "deploy_failed")
     assert Notification.objects.count() == 0
     assert "could not queue deploy_failed notifications for deployment 999999" in caplog.text
 
@@ -93,7 +94,7 @@ def test_notify_deployment_never_raises(team, slack, caplog):
 def test_disabled_channel_gets_nothing(team, deployment, slack):
     channel = make_channel(team, "slack", slack.url + "/hook")
     Channel.objects.filter(pk=channel.pk).update(enabled=False, disabled_reason="HTTP 404: no_service")
-    notify.notify_deployment(deployment.pk, "rollback")
+    alerts.notify_deployment(deployment.pk, "rollback")
     assert Notification.objects.count() == 0
 
 
@@ -105,7 +106,7 @@ def backoff_passes(row) -> None:
 def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
     slack.then(Reply(503, b"busy"), Reply(500, b"oops"))
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
 
     first = notify.deliver_notification(notification_id=row.pk)
@@ -128,7 +129,7 @@ def test_transient_failures_are_retried_then_succeed(team, deployment, slack):
 def test_every_attempt_is_logged_and_listed_with_the_delivery(team, deployment, slack, api_for):
     slack.then(Reply(503, b"busy"), Reply(502, b"bad gateway"))
     channel = make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
     for _ in range(3):
         notify.deliver_notification(notification_id=row.pk)
@@ -161,7 +162,7 @@ def test_every_attempt_is_logged_and_listed_with_the_delivery(team, deployment, 
 def test_a_delivery_that_gives_up_logs_each_try_as_it_ended(team, deployment, slack):
     slack.respond(503, "down")
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
     for _ in range(3):
         notify.deliver_notification(notification_id=row.pk)
@@ -174,7 +175,7 @@ def test_a_delivery_that_gives_up_logs_each_try_as_it_ended(team, deployment, sl
 def test_task_redelivered_during_its_backoff_waits_for_it(team, deployment, slack):
     slack.then(Reply(503, b"busy"))
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
     assert notify.deliver_notification(notification_id=row.pk).retry_in == 10
     row.refresh_from_db()
@@ -195,7 +196,7 @@ def test_task_redelivered_during_its_backoff_waits_for_it(team, deployment, slac
 def test_gives_up_after_three_tries_and_keeps_the_channel(team, deployment, slack):
     slack.respond(503, "down for maintenance")
     channel = make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
     outcomes = []
     for _ in range(4):
@@ -213,21 +214,21 @@ def test_gives_up_after_three_tries_and_keeps_the_channel(team, deployment, slac
 def test_slack_404_disables_the_channel_and_later_alerts_skip_it(team, deployment, slack):
     slack.respond(404, "no_service")
     channel = make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_started")
+    alerts.notify_deployment(deployment.pk, "deploy_started")
     (outcome,) = deliver_pending()
     assert outcome.status == "failed"
     channel.refresh_from_db()
     assert not channel.enabled and channel.disabled_reason == "HTTP 404: no_service"
     entry = AuditEntry.objects.get(action="channel.disable")
     assert entry.actor == "system" and entry.changes["reason"] == "HTTP 404: no_service"
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     assert Notification.objects.count() == 1
     assert len(slack.received("POST")) == 1
 
 
 def test_url_that_now_leads_to_a_private_address_is_refused_at_delivery(team, deployment, slack):
     channel = make_channel(team, "webhook", f"http://localhost:{slack.port}/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     with override_settings(ALLOW_PRIVATE_URLS=False):
         (outcome,) = deliver_pending()
     assert outcome.status == "failed"
@@ -238,7 +239,7 @@ def test_url_that_now_leads_to_a_private_address_is_refused_at_delivery(team, de
 
 def test_rows_whose_task_was_lost_are_enqueued_again(team, deployment, slack):
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "deploy_failed")
+    alerts.notify_deployment(deployment.pk, "deploy_failed")
     row = Notification.objects.get()
     assert notify.requeue_stale_notifications() == 0  # not overdue yet
     later = timezone.now() + timezone.timedelta(minutes=5)
@@ -254,7 +255,7 @@ def test_rows_whose_task_was_lost_are_enqueued_again(team, deployment, slack):
 def test_real_worker_delivers_after_commit_and_retries_later(team, deployment, slack, worker_process):
     slack.then(Reply(503, b"busy"))
     make_channel(team, "slack", slack.url + "/hook")
-    notify.notify_deployment(deployment.pk, "rollback")  # autocommit: enqueued at once
+    alerts.notify_deployment(deployment.pk, "rollback")  # autocommit: enqueued at once
     (first,) = slack.wait_for_requests(1, timeout=30)
     row = Notification.objects.get()
     # The attempt is claimed before it is sent and recorded after: wait for the record.

@@ -181,7 +181,7 @@ def test_safe_client_tries_each_address_until_one_connects(http_server, monkeypa
 
 
 def test_probe_tries_each_address_until_one_connects(http_server, monkeypatch):
-    from regions.health import check_url
+    from regions.probes import check_url
 
     endpoint = http_server()
     endpoint.healthy()

@@ -123,7 +123,7 @@ def test_throttled_aws_calls_are_retried_and_the_deploy_succeeds(
 def test_worker_killed_mid_deploy_is_finished_by_a_restarted_worker_without_a_duplicate_version(
     app_3_regions, api_for, team, aws, aws_proxy, worker_process, settings
 ):
-    from deployments.services.reaper import reap
+    from deployments.engine.reaper import reap
 
     app = app_3_regions
     client = api_for(team, role=Role.DEPLOYER)

@@ -13,7 +13,7 @@ from django.utils import timezone
 
 from deployments.choices import DeploymentStatus, RegionStatus
 from deployments.models import RegionDeployment
-from deployments.services.deploy import cancel_deployment
+from deployments.services.deployments import cancel_deployment
 from regions.health import run_probe_round
 from tests.support.deploys import boto
 
@@ -103,7 +103,7 @@ def test_a_resume_before_the_bake_is_over_parks_the_region_again(app_3_regions, 
         heartbeat_at=timezone.now() - timedelta(hours=1)
     )
     engine.deliver(early=False)  # what the reaper does with a region gone silent
-    from deployments.services.reaper import reap
+    from deployments.engine.reaper import reap
 
     reap()
     engine.deliver(early=False)

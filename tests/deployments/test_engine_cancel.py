@@ -27,7 +27,8 @@ def test_a_deploy_driven_through_the_recording_broker_succeeds(app_3_regions, en
 def test_superseding_a_running_deployment_cancels_its_unstarted_regions_and_finishes_it(
     app_3_regions, engine
 ):
-    from deployments.services.region_job import claim, run_claimed
+    from deployments.engine.claim import claim
+    from deployments.engine.driver import run_claimed
 
     old = new_deployment(app_3_regions)
     engine.deliver(only="workers.start_deployment")  # its regions are released, none started
@@ -54,8 +55,9 @@ def test_superseding_a_running_deployment_cancels_its_unstarted_regions_and_fini
 
 
 def test_cancelling_a_running_deployment_finishes_it_once_the_running_region_stops(app_3_regions, engine):
-    from deployments.services.deploy import cancel_deployment
-    from deployments.services.region_job import claim, run_claimed
+    from deployments.engine.claim import claim
+    from deployments.engine.driver import run_claimed
+    from deployments.services.deployments import cancel_deployment
 
     deployment = new_deployment(app_3_regions)
     engine.deliver(only="workers.start_deployment")
@@ -81,22 +83,24 @@ def test_a_region_claimed_after_a_cancel_finishes_the_deployment(app_3_regions, 
 
 
 def test_a_cancel_during_a_step_that_must_be_retried_stops_the_region(app_3_regions, engine, monkeypatch):
-    from deployments.services import region_job
-    from deployments.services.deploy import cancel_deployment
+    from deployments.engine import driver
+    from deployments.engine.context import RetryLater
+    from deployments.engine.steps import artifact
+    from deployments.services.deployments import cancel_deployment
     from regions.aws.session import AwsError
 
     deployment = new_deployment(app_3_regions)
     engine.deliver(only="workers.start_deployment")
-    real_step = region_job.RegionRun.step_artifact
+    real_step = artifact.run
 
     def throttled_while_cancelled(run):
         real_step(run)
         cancel_deployment(deployment=run.deployment, principal=principal_for(app_3_regions))
-        raise region_job.RetryLater(AwsError("ThrottlingException", "slow down", retryable=True))
+        raise RetryLater(AwsError("ThrottlingException", "slow down", retryable=True))
 
-    monkeypatch.setattr(region_job.RegionRun, "step_artifact", throttled_while_cancelled)
+    monkeypatch.setattr(artifact, "run", throttled_while_cancelled)
     first = deployment.regions.order_by("region__code").first()
-    assert region_job.run_region(first.pk) == RegionStatus.CANCELLED
+    assert driver.run_region(first.pk) == RegionStatus.CANCELLED
     status, regions = status_of(deployment)
     assert status == DeploymentStatus.CANCELLED
     assert set(regions.values()) == {RegionStatus.CANCELLED}

@@ -27,7 +27,7 @@ def prune(app, settings, keep: int = 2) -> dict[str, list[str]]:
 
     (The deploys above it keep everything: moto numbers a new version after the count of the
     remaining ones, so publishing after a prune would reuse a number, which AWS never does.)"""
-    from deployments.services.region_job import prune_versions
+    from deployments.engine.steps.prune import prune_versions
 
     settings.VERSION_RETENTION = keep
     return {

@@ -18,7 +18,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 
 from deployments.choices import DeploymentStatus
-from deployments.services.region_job import version_marker
+from deployments.engine.context import version_marker
 from regions.aws.session import client
 from tests.support.deploys import boto
 

@@ -9,9 +9,9 @@ import pytest
 from django.utils import timezone
 
 from deployments.choices import DeploymentStatus, RegionStatus
+from deployments.engine.reaper import reap
 from deployments.models import Deployment, DeploymentEvent, RegionDeployment
-from deployments.services.deploy import create_deployment
-from deployments.services.reaper import reap
+from deployments.services.deployments import create_deployment
 from tests.factories import AppFactory, AppRegionFactory, RegionFactory, StageFactory
 from tests.support.deploys import boto
 from tests.support.gitrepo import GitRepo
@@ -125,7 +125,7 @@ def test_a_build_whose_worker_died_is_built_again(built_app, engine, aws, settin
 
 
 def test_a_redelivered_start_takes_over_a_dead_build(built_app, engine, settings):
-    from deployments.services.region_job import start
+    from deployments.engine.driver import start
 
     app, sha = built_app
     deployment = dead_build(app, sha, settings)
@@ -141,7 +141,7 @@ def test_a_build_that_keeps_losing_its_worker_fails_the_deployment_with_a_reason
     engine.drop()
     reap()
     engine.take()  # the restarted build dies too, before it logs anything ...
-    from deployments.services.region_job import reclaim_stale_build
+    from deployments.engine.build import reclaim_stale_build
 
     assert reclaim_stale_build(deployment.pk)
     age(deployment, settings.BUILD_TIMEOUT + 5)

@@ -7,7 +7,7 @@ import pytest
 
 from controlplane.models import Channel, Notification
 from deployments.choices import DeploymentStatus, RegionStatus
-from deployments.services.releases import rollback
+from deployments.services.rollback import rollback
 
 from . import test_engine_support as support
 from .test_engine_support import new_deployment, principal_for, status_of
@@ -76,7 +76,7 @@ def test_a_rollback_ignores_waves_and_bake_time(v1_v2, engine, aws, channel):
 
 
 def test_a_rollback_does_not_wait_for_another_stages_deploy_in_the_region(v1_v2, engine, aws):
-    from deployments.services.region_job import claim
+    from deployments.engine.claim import claim
 
     app, first, _ = v1_v2
     staging = new_deployment(app, stage="staging")
@@ -130,7 +130,7 @@ def test_a_rollback_is_one_task_that_moves_every_region(v1_v2, engine, aws):
 
 
 def test_a_rollback_whose_task_was_lost_is_finished_by_the_reaper(v1_v2, engine, aws, settings):
-    from deployments.services.reaper import reap
+    from deployments.engine.reaper import reap
 
     app, first, second = v1_v2
     rolled = rollback(app=app, stage=app.stages.get(name="production"), principal=principal_for(app))

@@ -15,7 +15,7 @@ import pytest
 from controlplane.access import SystemPrincipal
 from deployments.artifacts import store_artifact
 from deployments.models import Deployment
-from deployments.services.deploy import create_deployment
+from deployments.services.deployments import create_deployment
 from tests.support.deploys import make_zip
 
 
@@ -47,7 +47,9 @@ class RecordingBroker:
         """Run what was sent, and what that sends, until nothing is left (a worker with a queue).
         Notifications are not delivered (dropped). ``only`` runs one task's messages and keeps the
         rest; ``early=False`` keeps the messages sent with a countdown (bake time) too."""
-        from deployments.services.region_job import RetryLater, run_region, run_rollback, start
+        from deployments.engine.context import RetryLater
+        from deployments.engine.driver import run_region, start
+        from deployments.engine.rollback import run_rollback
 
         for _ in range(rounds):
             messages, kept = [], []

@@ -11,8 +11,8 @@ from django.utils import timezone
 
 from controlplane.choices import Role
 from deployments.choices import DeploymentKind, DeploymentStatus, RegionStatus
+from deployments.engine.releases import create_release
 from deployments.models import Artifact, Deployment, Release
-from deployments.services.deploy import create_release
 from regions.models import AppRegion, StagePlacement
 from tests.factories import AppFactory, AppRegionFactory, RegionFactory, StageFactory
 

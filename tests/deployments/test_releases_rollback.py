@@ -30,7 +30,7 @@ def lambda_versions(monkeypatch):
             raise state["error"]
         return VersionInfo.__new__(VersionInfo)
 
-    monkeypatch.setattr("deployments.services.releases.lambda_.get_version", get_version)
+    monkeypatch.setattr("deployments.services.rollback.lambda_.get_version", get_version)
     return state
 
 

@@ -10,9 +10,9 @@ from controlplane.models import AuditEntry
 from deployments.choices import DeploymentStatus
 from deployments.env import EnvTooLarge, InvalidEnvVar
 from deployments.models import App, Artifact, Deployment, EnvVar, Release, Stage
+from deployments.rollout import InvalidRollout, validate_rollout
 from deployments.services.apps import (
     DuplicateEnvVar,
-    InvalidRollout,
     create_app,
     create_stage,
     delete_env_var,
@@ -20,7 +20,6 @@ from deployments.services.apps import (
     set_env_var,
     update_app,
     update_env_var,
-    validate_rollout,
 )
 from tests.factories import ApiTokenFactory, AppFactory, AppRegionFactory, RegionFactory, StageFactory
 

@@ -13,9 +13,9 @@ from django.utils import timezone
 
 from controlplane.choices import Role
 from deployments.choices import DeploymentKind, DeploymentStatus, RegionStatus
+from deployments.engine.releases import create_release
+from deployments.events import log_event
 from deployments.models import Artifact, Deployment, RegionDeployment, Stage
-from deployments.services.deploy import create_release
-from deployments.services.events import log_event
 from regions.aws import lambda_
 from regions.models import AppRegion, Incident, StagePlacement
 from tests.factories import (

@@ -428,7 +428,7 @@ def test_other_gitlab_events_are_ignored(app, repo, commits):
 @pytest.mark.django_db(transaction=True)
 def test_twenty_identical_deliveries_at_once_create_exactly_one_deployment(team, repo, monkeypatch):
     # No worker here: a session worker started by other tests must not pick this deployment up.
-    monkeypatch.setattr("deployments.services.deploy._enqueue_start", lambda deployment_id: None)
+    monkeypatch.setattr("deployments.engine.dispatch.start", lambda deployment_id: None)
     app = AppFactory(team=team, slug="shop", repo_url=repo.url)
     AppRegionFactory(app=app, region=RegionFactory(code="us-east-1"))
     StageFactory(app=app, name="production", branch="main")

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from controlplane.choices import NotificationStatus, Role
 from controlplane.models import Notification
-from regions import health
+from regions import health, incidents
 from regions.choices import HealthStatus
 from regions.models import Incident, StagePlacement
 from tests.support.alerting import deliver_pending, live_placement, make_app, make_channel
@@ -153,11 +153,11 @@ def test_reminder_while_a_region_stays_down(team, two_regions, slack, settings):
     probe_rounds(2)
     deliver_pending()
     assert len(slack.received("POST")) == 1
-    assert health.send_incident_reminders() == 0  # not yet due
+    assert incidents.send_incident_reminders() == 0  # not yet due
 
     later = timezone.now() + timedelta(minutes=31)
-    assert health.send_incident_reminders(now=later) == 1
-    assert health.send_incident_reminders(now=later) == 0  # one reminder per period
+    assert incidents.send_incident_reminders(now=later) == 1
+    assert incidents.send_incident_reminders(now=later) == 0  # one reminder per period
     deliver_pending()
     reminder = slack.received("POST")[1].json()
     assert reminder["blocks"][0]["text"]["text"] == "Still down: api production in eu-west-1"
@@ -288,7 +288,7 @@ def test_flap_decision_counts_transitions_in_a_sliding_window():
 
     def decide(*minutes: float) -> str:
         times = [start + timedelta(minutes=m) for m in minutes]
-        return health.flap_decision(times, limit=4, window=window)
+        return incidents.flap_decision(times, limit=4, window=window)
 
     assert decide(0, 1, 2, 3) == "alert"
     assert decide(0, 1, 2, 3, 4) == "flapping"

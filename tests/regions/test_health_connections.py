@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from controlplane import urlsafety
-from regions.health import BODY_LIMIT, ProbeTarget, check_url, probe_many, run_async
+from regions.probes import BODY_LIMIT, ProbeTarget, check_url, probe_many, run_async
 from tests.support.certs import self_signed_pem
 
 

@@ -4,11 +4,12 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from regions import health
+from regions import health, incidents
 from regions.choices import HealthStatus
 from regions.endpoints import health_url, resolve_endpoint
-from regions.health import HealthState, advance, check_url
+from regions.health import HealthState, advance
 from regions.models import Incident, Probe
+from regions.probes import check_url
 from tests.support.alerting import live_placement, make_app
 
 
@@ -161,5 +162,5 @@ def test_prune_deletes_only_probe_results_past_retention(team, settings):
 def test_incident_of_a_placement_that_stopped_serving_is_closed(team):
     sp = live_placement(app=make_app(team), region="us-east-1", version="")
     Incident.objects.create(stage_placement=sp, reason="HTTP 503")
-    assert health.close_incidents_of_retired_placements() == 1
+    assert incidents.close_incidents_of_retired_placements() == 1
     assert Incident.objects.get().closed_at is not None

@@ -11,7 +11,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from regions import health
+from regions import health, probes
 from regions.choices import HealthStatus
 from regions.models import Probe, StagePlacement
 from tests.support.alerting import live_placement, make_app
@@ -166,7 +166,7 @@ def test_results_of_a_round_whose_claim_was_taken_over_are_dropped(team, http_se
     sp.refresh_from_db()
     # The lease ran out and another round claimed it.
     StagePlacement.objects.filter(pk=sp.pk).update(last_probe_at=claim + timedelta(seconds=1))
-    result = health.ProbeResult(ok=False, status_code=503, latency_ms=1.0, error="HTTP 503")
+    result = probes.ProbeResult(ok=False, status_code=503, latency_ms=1.0, error="HTTP 503")
     summary = health.record_results(placements=[sp], results=[result], claim=claim, anchor=claim)
     sp.refresh_from_db()
     assert summary.healthy == 0 and sp.consecutive_failures == 0

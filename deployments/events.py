@@ -8,8 +8,8 @@ from django.db import connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from ..choices import EventLevel
-from ..models import Deployment, DeploymentEvent, RegionDeployment
+from .choices import EventLevel
+from .models import Deployment, DeploymentEvent
 
 logger = logging.getLogger("controlplane.deployments")
 
@@ -22,20 +22,18 @@ def log_event(
     level: str = EventLevel.INFO,
     step: str = "",
     duration_ms: int | None = None,
-    region_deployment_id: int | None = None,
 ) -> DeploymentEvent:
     """Append one line to a deployment's log and return it.
 
     Sequence numbers come from a counter on the deployment row, bumped under the row's write
-    lock, so regions logging in parallel never share or skip a number. A region's line also
-    refreshes its heartbeat (the reaper's sign of life). Callers must never pass secret values.
+    lock, so regions logging in parallel never share or skip a number. (A region's sign of life
+    is its heartbeat, which only the engine's ``states`` writes.) Callers must never pass secret
+    values.
     """
     now = timezone.now()
     message = message[:10000]
     if connection.vendor == "postgresql":
-        event = _insert_in_one_statement(
-            deployment_id, region_id, level, step, message, duration_ms, now, region_deployment_id
-        )
+        event = _insert_in_one_statement(deployment_id, region_id, level, step, message, duration_ms, now)
     else:
         with transaction.atomic():
             Deployment.objects.filter(pk=deployment_id).update(last_seq=F("last_seq") + 1)
@@ -50,8 +48,6 @@ def log_event(
                 duration_ms=duration_ms,
                 created_at=now,
             )
-            if region_deployment_id is not None:
-                RegionDeployment.objects.filter(pk=region_deployment_id).update(heartbeat_at=now)
     logger.log(
         logging.WARNING if level in (EventLevel.WARNING, EventLevel.ERROR) else logging.INFO,
         "deployment %s%s: %s",
@@ -63,23 +59,18 @@ def log_event(
 
 
 def _insert_in_one_statement(
-    deployment_id, region_id, level, step, message, duration_ms, now, region_deployment_id
+    deployment_id, region_id, level, step, message, duration_ms, now
 ) -> DeploymentEvent:
-    """PostgreSQL: bump the counter, insert the line and refresh the heartbeat in one statement,
+    """PostgreSQL: bump the counter and insert the line in one statement,
     so the deployment row is locked only while the statement runs (not across round trips from a
     busy worker, while every region of the deployment waits to log)."""
     q = connection.ops.quote_name
     deployments, events = q(Deployment._meta.db_table), q(DeploymentEvent._meta.db_table)
-    beat = ""
     params: list = [deployment_id]
-    if region_deployment_id is not None:
-        regions = q(RegionDeployment._meta.db_table)
-        beat = f", beat AS (UPDATE {regions} SET heartbeat_at = %s WHERE id = %s)"  # noqa: S608
-        params += [now, region_deployment_id]
     # Only table names are formatted in (from the models); every value is a parameter.
     sql = (
         f"WITH seq AS (UPDATE {deployments} SET last_seq = last_seq + 1 WHERE id = %s RETURNING last_seq)"  # noqa: S608
-        f"{beat} INSERT INTO {events} "
+        f" INSERT INTO {events} "
         "(deployment_id, region_id, seq, level, step, message, duration_ms, created_at) "
         "SELECT %s, %s, seq.last_seq, %s, %s, %s, %s, %s FROM seq RETURNING id, seq"
     )

@@ -8,24 +8,12 @@ from django.conf import settings
 from django.utils import timezone
 
 from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentStatus, EventLevel, RegionStatus
+from ..events import log_event
 from ..models import Deployment, RegionDeployment
-from .events import log_event
-from .region_job import (
-    BUILD_RESTARTS,
-    after_region,
-    bake_remaining,
-    build_is_stale,
-    build_restarts,
-    enqueue_regions,
-    fail_unstarted,
-    heartbeat_cutoff,
-)
-
-
-def _enqueue_start(pk: int) -> None:
-    from workers.tasks import start_deployment
-
-    start_deployment.delay(pk)
+from . import dispatch, states
+from .build import BUILD_RESTARTS, build_is_stale, build_restarts, fail_unstarted, take_over_build
+from .claim import heartbeat_cutoff
+from .driver import after_region, bake_remaining
 
 
 def reap() -> dict[str, int]:
@@ -42,9 +30,9 @@ def reap() -> dict[str, int]:
     for rd in stuck:
         began = rd.resume_at or rd.started_at  # (a canary's bake does not count)
         if began and began < limit:
-            changed = RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).update(
-                status=RegionStatus.FAILED,
-                finished_at=now,
+            changed = states.fail_region(
+                rd.pk,
+                frm=[RegionStatus.RUNNING],
                 error=f"Timed out after {settings.REGION_DEPLOY_TIME_LIMIT} s at step '{rd.step}'.",
                 error_code="timed_out",
             )
@@ -60,13 +48,13 @@ def reap() -> dict[str, int]:
                 after_region(rd)
                 counts["timed_out"] += 1
         else:
-            enqueue_regions([rd.pk])
+            dispatch.regions(rd.pk)
             counts["resumed"] += 1
 
     for pk in Deployment.objects.filter(status=DeploymentStatus.QUEUED, created_at__lt=grace).values_list(
         "pk", flat=True
     ):
-        _enqueue_start(pk)
+        dispatch.start(pk)
         counts["restarted"] += 1
 
     # Regions released to the workers (their wave started, or a retry is due) whose message was
@@ -85,7 +73,7 @@ def reap() -> dict[str, int]:
         if since < grace and not bake_remaining(rd):
             ids.append(rd.pk)
     if ids:
-        enqueue_regions(ids)
+        dispatch.regions(ids)
         counts["resent"] += len(ids)
 
     running = Deployment.objects.filter(status=DeploymentStatus.RUNNING, started_at__lt=grace)
@@ -97,7 +85,7 @@ def reap() -> dict[str, int]:
                      for r in regions):  # fmt: skip
             # Nothing running or released: the worker died between the build and the first
             # wave, or before the deployment's final status was written.
-            _enqueue_start(deployment.pk)
+            dispatch.start(deployment.pk)
             counts["restarted"] += 1
     return counts
 
@@ -108,14 +96,10 @@ def _reap_build(deployment: Deployment, counts: dict[str, int]) -> None:
     if not build_is_stale(deployment):
         return
     if build_restarts(deployment.pk) < BUILD_RESTARTS:
-        _enqueue_start(deployment.pk)
+        dispatch.start(deployment.pk)
         counts["rebuilt"] += 1
         return
-    changed = Deployment.objects.filter(
-        pk=deployment.pk, status=DeploymentStatus.RUNNING, release__isnull=True,
-        started_at=deployment.started_at,
-    ).update(started_at=timezone.now())  # fmt: skip
-    if changed:
+    if take_over_build(deployment):
         fail_unstarted(
             deployment,
             f"Build failed: its worker stopped and the build was silent for more than "

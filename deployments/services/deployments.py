@@ -1,8 +1,10 @@
-"""Deployments: creating them, their releases, superseding, cancelling, and deciding their status.
+"""Deployments: creating them (an artifact, a git ref to build, or an existing release),
+promoting a stage's release to another stage, re-shipping a stage with its current config,
+superseding and cancelling.
 
 The database is the source of truth; tasks only make progress on rows. Every function that
-starts work enqueues it after commit, and the reaper re-enqueues anything a lost message or a
-dead worker left behind.
+starts work hands it to the engine's dispatch (after commit), and the reaper re-sends anything
+a lost message or a dead worker left behind.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ import json
 from datetime import timedelta
 
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Q
 from django.utils import timezone
 
+from controlplane import audit
 from controlplane.errors import Conflict, DomainError
 
 from ..choices import (
@@ -22,12 +25,15 @@ from ..choices import (
     DeploymentKind,
     DeploymentStatus,
     EventLevel,
-    FailurePolicy,
     RegionStatus,
 )
-from ..env import resolve_env
+from ..engine import dispatch, states
+from ..engine.releases import commit_fields, create_release
+from ..events import log_event
 from ..models import App, Artifact, Deployment, RegionDeployment, Release, Stage
-from .events import log_event
+from ..rollout import rollout_of
+from ..selectors import current_release
+from .releases import intended_release, live_releases
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -52,97 +58,21 @@ class IdempotencyKeyReused(DomainError):
     status_code = 422
 
 
-# --- Releases -------------------------------------------------------------------------------
+class NothingToPromote(DomainError):
+    code = "nothing_to_promote"
+    status_code = 409
 
 
-def release_config(app: App) -> dict:
-    """The function configuration a release freezes."""
-    return {
-        "runtime": app.runtime,
-        "handler": app.handler,
-        "memory_mb": app.memory_mb,
-        "timeout_s": app.timeout_s,
-        "health_path": app.health_path,
-        "health_expected_status": app.health_expected_status,
-        "health_expected_text": app.health_expected_text,
-    }
+class NothingDeployed(DomainError):
+    code = "nothing_deployed"
+    status_code = 409
 
 
-def release_env(release: Release) -> dict[str, dict[str, str]]:
-    """``{region_code: {KEY: value}}`` as the release froze it (plaintext: never log or return it)."""
-    return json.loads(release.env_snapshot or "{}")
-
-
-def create_release(
-    *,
-    app: App,
-    stage: Stage,
-    artifact: Artifact,
-    commit: dict | None = None,
-    created_by: str = "",
-    source_release: Release | None = None,
-    config: dict | None = None,
-) -> Release:
-    """Freeze artifact + config + the effective env of every region + the commit into a release.
-
-    Raises EnvTooLarge when a region's env is over Lambda's 4 KB limit.
-    """
-    commit = commit or {}
-    regions = [p.region for p in app.placements.select_related("region")]
-    env = {r.code: resolve_env(app=app, stage=stage, region=r) for r in regions}
-    secret_keys = sorted(set(app.env_vars.filter(secret=True).values_list("key", flat=True)))
-    with transaction.atomic():
-        Stage.objects.select_for_update().filter(pk=stage.pk).first()
-        number = (Release.objects.filter(stage=stage).aggregate(n=Max("number"))["n"] or 0) + 1
-        return Release.objects.create(
-            app=app,
-            stage=stage,
-            number=number,
-            artifact=artifact,
-            config=config or release_config(app),
-            env_snapshot=json.dumps(env, sort_keys=True),
-            env_secret_keys=secret_keys,
-            commit_sha=commit.get("sha", "")[:64],
-            commit_branch=commit.get("branch", "")[:255],
-            commit_message=commit.get("message", ""),
-            commit_author=commit.get("author", "")[:255],
-            commit_url=commit.get("url", "")[:500],
-            source_release=source_release,
-            created_by=created_by[:200],
-        )
-
-
-def current_release(*, stage: Stage) -> Release | None:
-    """The release the stage last moved to successfully (any region), or None."""
-    deployment = (
-        Deployment.objects.filter(
-            stage=stage,
-            release__isnull=False,
-            status__in=[DeploymentStatus.SUCCEEDED, DeploymentStatus.PARTIALLY_FAILED],
-        )
-        .order_by("-finished_at", "-id")
-        .select_related("release")
-        .first()
-    )
-    return deployment.release if deployment else None
+class StageDiverged(Conflict):
+    code = "stage_diverged"
 
 
 # --- Creating deployments -------------------------------------------------------------------
-
-
-def _waves(app: App, stage: Stage, codes: list[str]) -> dict[str, int]:
-    """Wave number per region code from the stage's rollout policy (default: one wave)."""
-    waves = (stage.rollout or {}).get("waves") or []
-    assigned: dict[str, int] = {}
-    rest_wave = None
-    for index, wave in enumerate(waves):
-        for code in wave:
-            if code == "*":
-                rest_wave = index if rest_wave is None else rest_wave
-            elif code in codes and code not in assigned:
-                assigned[code] = index
-    fallback = rest_wave if rest_wave is not None else (len(waves) if waves else 0)
-    return {code: assigned.get(code, fallback) for code in codes}
 
 
 def _fingerprint(**parts) -> str:
@@ -239,6 +169,7 @@ def create_deployment(
             **{k: v for k, v in commit.items() if v},
         }
 
+    born, region_status = states.born(recorded_only=pinned_push)
     try:
         with transaction.atomic():
             deployment = Deployment.objects.create(
@@ -248,11 +179,7 @@ def create_deployment(
                 previous_release=current_release(stage=stage),
                 kind=kind,
                 ref=ref,
-                commit_sha=commit.get("sha", "")[:64],
-                commit_branch=commit.get("branch", "")[:255],
-                commit_message=commit.get("message", ""),
-                commit_author=commit.get("author", "")[:255],
-                commit_url=commit.get("url", "")[:500],
+                **commit_fields(commit),
                 commit_count=commit_count,
                 compare_url=compare_url[:500],
                 triggered_by=trigger[:200],
@@ -260,18 +187,21 @@ def create_deployment(
                 force=force,
                 idempotency_key=idempotency_key[:255],
                 request_fingerprint=fingerprint,
-                status=DeploymentStatus.CANCELLED if pinned_push else DeploymentStatus.QUEUED,
-                finished_at=timezone.now() if pinned_push else None,
+                **born,
             )
             codes = [p.region.code for p in placements]
             # A rollback is instant: every region at once, whatever the stage's waves say.
-            waves = dict.fromkeys(codes, 0) if kind == DeploymentKind.ROLLBACK else _waves(app, stage, codes)
+            waves = (
+                dict.fromkeys(codes, 0)
+                if kind == DeploymentKind.ROLLBACK
+                else rollout_of(stage).wave_of(codes)
+            )
             RegionDeployment.objects.bulk_create(
                 RegionDeployment(
                     deployment=deployment,
                     region=p.region,
                     wave=waves[p.region.code],
-                    status=RegionStatus.CANCELLED if pinned_push else RegionStatus.QUEUED,
+                    status=region_status,
                 )
                 for p in placements
             )
@@ -303,9 +233,9 @@ def create_deployment(
     _supersede_older(deployment)
     if kind == DeploymentKind.ROLLBACK and deployment.release_id:
         # Nothing to build and one wave: one task moves every region's alias at once.
-        transaction.on_commit(lambda: _enqueue_start(deployment.pk, rollback=True))
+        dispatch.rollback(deployment.pk)
     else:
-        transaction.on_commit(lambda: _enqueue_start(deployment.pk))
+        dispatch.start(deployment.pk)
     return deployment
 
 
@@ -319,19 +249,6 @@ def _describe(deployment: Deployment) -> str:
     return "a new release"
 
 
-def _enqueue_start(deployment_id: int, *, rollback: bool = False) -> None:
-    from workers.tasks import rollback_regions, start_deployment
-
-    try:
-        (rollback_regions if rollback else start_deployment).delay(deployment_id)
-    except Exception:  # noqa: BLE001 - broker down: the row is queued; the reaper picks it up
-        import logging
-
-        logging.getLogger("controlplane.deployments").warning(
-            "broker unavailable; deployment %s stays queued for the reaper", deployment_id
-        )
-
-
 def _supersede_older(deployment: Deployment) -> None:
     """The newest deployment of a stage wins: queued older ones are superseded, running ones are
     asked to stop before their next step."""
@@ -341,13 +258,8 @@ def _supersede_older(deployment: Deployment) -> None:
     for old in older:
         with transaction.atomic():
             if old.status == DeploymentStatus.QUEUED:
-                changed = Deployment.objects.filter(pk=old.pk, status=DeploymentStatus.QUEUED).update(
-                    status=DeploymentStatus.SUPERSEDED, cancel_requested=True, finished_at=timezone.now()
-                )
-                if changed:
-                    RegionDeployment.objects.filter(deployment=old, status=RegionStatus.QUEUED).update(
-                        status=RegionStatus.CANCELLED, finished_at=timezone.now()
-                    )
+                if states.supersede_queued(old.pk):
+                    states.cancel_queued(Q(deployment=old))
                     log_event(
                         deployment_id=old.pk,
                         level=EventLevel.WARNING,
@@ -365,7 +277,7 @@ def _supersede_older(deployment: Deployment) -> None:
                 + (f"{stopped} region(s) that had not started are cancelled; " if stopped else "")
                 + "running regions finish their current step and stop.",
             )
-        finish_if_done(deployment_id=old.pk)
+        states.finish_if_done(deployment_id=old.pk)
 
 
 def _cancel_unstarted_regions(deployment: Deployment) -> int:
@@ -373,18 +285,14 @@ def _cancel_unstarted_regions(deployment: Deployment) -> int:
     Running regions see ``cancel_requested`` before their next step; the last one to stop
     finishes the deployment. A region parked while its canary bakes is resumed at once, so its
     canary is withdrawn now rather than when the bake would have ended."""
-    from .region_job import enqueue_regions
-
     parked = list(
         RegionDeployment.objects.filter(
             deployment=deployment, status=RegionStatus.RUNNING, resume_at__isnull=False
         ).values_list("pk", flat=True)
     )
     if parked:
-        enqueue_regions(parked)
-    return RegionDeployment.objects.filter(deployment=deployment, status=RegionStatus.QUEUED).update(
-        status=RegionStatus.CANCELLED, finished_at=timezone.now()
-    )
+        dispatch.regions(parked)
+    return states.cancel_queued(Q(deployment=deployment))
 
 
 def cancel_deployment(*, deployment: Deployment, principal) -> Deployment:
@@ -402,74 +310,117 @@ def cancel_deployment(*, deployment: Deployment, principal) -> Deployment:
         step="cancel",
         message=f"Cancelled by {principal.label}: queued regions will not start.",
     )
-    finish_if_done(deployment_id=deployment.pk)
+    states.finish_if_done(deployment_id=deployment.pk)
     deployment.refresh_from_db()
     return deployment
 
 
-# --- Status -------------------------------------------------------------------------------
+def _commit_of(release: Release) -> dict:
+    return {
+        "sha": release.commit_sha, "branch": release.commit_branch, "message": release.commit_message,
+        "author": release.commit_author, "url": release.commit_url,
+    }  # fmt: skip
 
 
-def failure_policy(stage: Stage) -> str:
-    return (stage.rollout or {}).get("on_failure", FailurePolicy.LEAVE)
+def promote(
+    *, app: App, from_stage: Stage, to_stage: Stage, principal, force: bool = False, request=None
+) -> Deployment:
+    """Ship the release running in ``from_stage`` to ``to_stage``: the same artifact (already in
+    each region's bucket, so not uploaded again), with ``to_stage``'s config and env.
 
-
-def deployment_status_from_regions(statuses: list[str], *, cancelled: bool, superseded: bool) -> str:
-    """A finished deployment's status, following from its regions'."""
-    succeeded = statuses.count(RegionStatus.SUCCEEDED)
-    failed = statuses.count(RegionStatus.FAILED)
-    rolled_back = statuses.count(RegionStatus.ROLLED_BACK)
-    if superseded and succeeded < len(statuses):
-        return DeploymentStatus.SUPERSEDED
-    if cancelled and succeeded < len(statuses) and not failed:
-        return DeploymentStatus.CANCELLED
-    if succeeded == len(statuses):
-        return DeploymentStatus.SUCCEEDED
-    if rolled_back and not succeeded:
-        return DeploymentStatus.ROLLED_BACK
-    if succeeded:
-        return DeploymentStatus.PARTIALLY_FAILED
-    return DeploymentStatus.FAILED
-
-
-def finish_if_done(*, deployment_id: int) -> str | None:
-    """Set the deployment's final status once every region is terminal; returns it (or None)."""
-    from controlplane.notify import notify_deployment
-
+    The source is the release every region of ``from_stage`` runs. When its regions run different
+    releases (one was rolled back, or failed), raises StageDiverged (409) naming them, unless
+    ``force``: then the release ``from_stage`` is meant to run (``intended_release``) goes, and
+    a pinned ``to_stage`` is deployed too. Raises NothingToPromote, StagePinned."""
+    if from_stage.pk == to_stage.pk:
+        raise Conflict("Promote from one stage to another, not to itself.")
+    live = live_releases(stage=from_stage)
+    if len({r.pk for r in live.values()}) > 1 and not force:
+        raise StageDiverged(
+            f"Stage '{from_stage.name}' runs different releases in different regions: "
+            + "; ".join(f"{code}: #{release.number}" for code, release in live.items())
+            + ". Roll back or redeploy it so every region agrees, or pass force=true to promote "
+            "the release it is meant to run.",
+            extra={"regions": {code: release.number for code, release in live.items()}},
+        )
+    source = next(iter(live.values())) if live and not force else intended_release(stage=from_stage)
+    if source is None:
+        raise NothingToPromote(f"Stage '{from_stage.name}' has no successful release to promote.")
+    commit = _commit_of(source)
     with transaction.atomic():
-        deployment = Deployment.objects.select_for_update().get(pk=deployment_id)
-        statuses = list(deployment.regions.values_list("status", flat=True))
-        if any(s in (RegionStatus.QUEUED, RegionStatus.RUNNING) for s in statuses):
-            return None
-        if deployment.status not in ACTIVE_DEPLOYMENT_STATUSES and deployment.finished_at:
-            return deployment.status
-        superseded = (
-            deployment.cancel_requested
-            and Deployment.objects.filter(stage_id=deployment.stage_id, pk__gt=deployment.pk).exists()
+        check_pinned(stage=to_stage, force=force, trigger=principal.label)
+        release = create_release(
+            app=app, stage=to_stage, artifact=source.artifact, commit=commit,
+            created_by=principal.label, source_release=source,
+        )  # fmt: skip
+        deployment = create_deployment(
+            app=app, stage=to_stage, principal=principal, release=release, kind=DeploymentKind.PROMOTE,
+            force=force,
+        )  # fmt: skip
+        audit.record(
+            team=app.team,
+            principal=principal,
+            action="deployment.promote",
+            obj=deployment,
+            changes={
+                "from_stage": from_stage.name,
+                "from_release": source.number,
+                "to_stage": to_stage.name,
+                "to_release": release.number,
+                "force": force,
+            },
+            request=request,
         )
-        status = deployment_status_from_regions(
-            statuses, cancelled=deployment.cancel_requested, superseded=superseded
+        return deployment
+
+
+def deploy_config(
+    *, app: App, stage: Stage, principal, force: bool = False, idempotency_key: str = ""
+) -> Deployment:
+    """Ship the artifact of the release the stage is meant to run (``intended_release``, recorded
+    as the new release's ``source_release`` and in the log) with the app's current config and env
+    (kind ``config``), in every region. Env changes touch no running region until this (or any
+    deploy) runs. The same ``idempotency_key`` within 24 h returns the first deployment.
+
+    Raises NothingDeployed (409) when the stage never ran a release, StagePinned,
+    IdempotencyKeyReused (the key went with another request)."""
+    if idempotency_key:
+        earlier = Deployment.objects.filter(
+            app=app, idempotency_key=idempotency_key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW
+        ).first()
+        if earlier is not None:
+            if earlier.kind != DeploymentKind.CONFIG or earlier.stage_id != stage.pk:
+                raise IdempotencyKeyReused(
+                    "This Idempotency-Key was used for a different request in the last 24 hours."
+                )
+            return earlier
+    source = intended_release(stage=stage)
+    if source is None:
+        raise NothingDeployed(
+            f"Stage '{stage.name}' has never been deployed. A config deployment re-ships the "
+            "stage's artifact with the current env and config: deploy an artifact or a git ref first."
         )
-        Deployment.objects.filter(pk=deployment.pk).update(status=status, finished_at=timezone.now())
-    counts = {s: statuses.count(s) for s in sorted(set(statuses))}
-    log_event(
-        deployment_id=deployment_id,
-        level=EventLevel.INFO if status == DeploymentStatus.SUCCEEDED else EventLevel.WARNING,
-        step="finish",
-        message=f"Deployment {status.replace('_', ' ')}: "
-        + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
-        + ".",
-    )
-    if status == DeploymentStatus.ROLLED_BACK or (
-        deployment.kind == DeploymentKind.ROLLBACK and status == DeploymentStatus.SUCCEEDED
-    ):
-        event = "rollback"  # the policy moved regions back, or a rollback did what it was asked
-    elif status == DeploymentStatus.SUCCEEDED:
-        event = "deploy_succeeded"
-    elif status in (DeploymentStatus.FAILED, DeploymentStatus.PARTIALLY_FAILED):
-        event = "deploy_failed"
-    else:
-        event = ""
-    if event:
-        notify_deployment(deployment_id, event)
-    return status
+    with transaction.atomic():
+        check_pinned(stage=stage, force=force, trigger=principal.label)
+        release = create_release(
+            app=app, stage=stage, artifact=source.artifact, commit=_commit_of(source),
+            created_by=principal.label, source_release=source,
+        )  # fmt: skip
+        # No commit here: the request's fingerprint must not depend on what the stage runs.
+        deployment = create_deployment(
+            app=app, stage=stage, principal=principal, release=release, kind=DeploymentKind.CONFIG,
+            force=force, idempotency_key=idempotency_key,
+        )  # fmt: skip
+        if deployment.release_id != release.pk:
+            # A concurrent request with the same key won: its deployment is the answer, and the
+            # release made for this one is not kept.
+            transaction.set_rollback(True)
+            return deployment
+        log_event(
+            deployment_id=deployment.pk,
+            step="queue",
+            message=f"Ships the artifact of release #{source.number} "
+            f"({source.artifact.sha256[:12]}, commit {source.commit_sha[:7] or 'none'}) with the current "
+            f"env and config as release #{release.number}.",
+        )
+        return deployment

@@ -1,0 +1,101 @@
+"""The rollback fast path: every region of a rollback from one task and one claim, so every
+alias moves about one AWS round trip after the request.
+
+The region threads make only the UpdateAlias call; what the moves change in the database
+(each region's live version, its log line) is written from the task's thread once they are
+done, in a few statements, so no region waits for a database connection of its own before its
+alias moves. Then each moved region is verified as a deploy's region would be. A region whose
+AWS call must be retried goes back to the per-region task, resuming at the alias; a worker that
+dies here leaves running regions with a stale heartbeat, which the reaper resumes one by one."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from django.db import connection
+from django.db.models import Case, Value, When
+
+from regions.aws.session import AwsError
+from regions.models import AppRegion, StagePlacement
+
+from ..models import Deployment
+from . import dispatch
+from .claim import Heartbeat, claim_rollback
+from .context import RegionRun
+from .driver import advance
+from .run import execute, run_steps, step_failed
+from .steps import ROLLBACK_STEPS, alias
+
+
+def run_rollback(deployment_id: int) -> int:
+    """Run every region of a rollback at once on this worker; returns how many it ran."""
+    claimed = claim_rollback(deployment_id)
+    if not claimed:
+        return 0
+    deployment = Deployment.objects.select_related("app__team", "stage", "release__artifact").get(
+        pk=deployment_id
+    )
+    runs = [RegionRun(rd, loaded=deployment) for rd in claimed]
+    heartbeat = Heartbeat([rd.pk for rd in claimed])
+    try:
+        with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="rollback") as pool:
+            moves = list(pool.map(alias.move_only, runs))
+            moved = [run for run, error in zip(runs, moves, strict=True) if error is None]
+            record_live_versions(deployment, moved)
+            for run, error in zip(runs, moves, strict=True):
+                _after_move(run, error)
+            list(pool.map(_finish, runs))
+    finally:
+        heartbeat.stop()
+    advance(deployment_id=deployment_id)
+    return len(claimed)
+
+
+def _retry_alone(run: RegionRun) -> None:
+    dispatch.regions(run.rd.pk, countdown=2)
+
+
+def _after_move(run: RegionRun, error: AwsError | None) -> None:
+    """What the alias move means for the region: its log line, or its failure (``run.status``)."""
+    if error is None:
+        run.log(
+            alias.moved_message(run),
+            step="alias",
+            duration_ms=int((time.monotonic() - run.move_started) * 1000),
+        )
+        return
+
+    def failed() -> str:
+        return step_failed(run, "alias", error, run.move_started)
+
+    run.status = execute(run, failed, on_retry=_retry_alone)
+
+
+def _finish(run: RegionRun) -> None:
+    """The steps after the alias (verify), then the region's end; in a region thread."""
+    try:
+        if run.status is None:
+            run.status = execute(run, lambda: run_steps(run, ROLLBACK_STEPS[1:]), on_retry=_retry_alone)
+    finally:
+        connection.close()
+
+
+def record_live_versions(deployment: Deployment, runs: list[RegionRun]) -> None:
+    """What each region of ``runs`` serves now (its ``rd.version``, of the deployment's release),
+    for every region in two statements."""
+    if not runs:
+        return
+    placements = dict(
+        AppRegion.objects.filter(app_id=deployment.app_id, region_id__in=[r.rd.region_id for r in runs])
+        .values_list("region_id", "pk")
+    )  # fmt: skip
+    by_placement = {placements[r.rd.region_id]: r.rd.version for r in runs if r.rd.region_id in placements}
+    placed = StagePlacement.objects.filter(stage_id=deployment.stage_id, placement_id__in=by_placement)
+    updated = placed.update(
+        version=Case(*(When(placement_id=pk, then=Value(v)) for pk, v in by_placement.items())),
+        release=deployment.release,
+    )
+    if updated != len(runs):  # a placement row went missing meanwhile: make it, one by one
+        for run in runs:
+            run.record_live(run.rd.version)
