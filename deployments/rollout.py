@@ -2,7 +2,10 @@
 (:func:`validate_rollout`) and read everywhere else through :func:`rollout_of`, a typed object.
 
 ``{"waves": [[code | "*", ...], ...], "bake_s": 0..3600, "on_failure": "leave" | "rollback",
-"canary": {"percent": 1..99, "bake_s": 0..3600}}``, every key optional.
+"canary": {"percent": 1..99, "bake_s": 0..3600}, "keep_failed": true | false}``, every key
+optional. ``on_failure`` is about the *other* regions when one fails; a region that fails its
+own checks after its alias moved goes back to the version it served before unless
+``keep_failed`` is true (to debug the failed version where it runs).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from controlplane.errors import DomainError
 
 from .choices import FailurePolicy
 
-ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure", "canary"})
+ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure", "canary", "keep_failed"})
 CANARY_KEYS = frozenset({"percent", "bake_s"})
 MAX_BAKE_S = 3600
 
@@ -43,6 +46,7 @@ class Rollout:
     bake_s: int = 0  # between waves
     on_failure: str = FailurePolicy.LEAVE
     canary: Canary | None = None
+    keep_failed: bool = False  # a region failing its own checks keeps serving the new version
 
     def wave_of(self, codes: Iterable[str]) -> dict[str, int]:
         """Wave number per region code (default: one wave). A code no wave names goes with
@@ -78,6 +82,7 @@ def rollout_of(stage) -> Rollout:
         bake_s=int(raw.get("bake_s", 0) or 0),
         on_failure=raw.get("on_failure", FailurePolicy.LEAVE),
         canary=Canary(int(canary["percent"]), int(canary.get("bake_s", 0) or 0)) if canary else None,
+        keep_failed=raw.get("keep_failed") is True,
     )
 
 
@@ -102,6 +107,8 @@ def validate_rollout(rollout: Any, *, region_codes: Iterable[str]) -> dict:
         problem = f"'bake_s' must be a whole number of seconds from 0 to {MAX_BAKE_S}."
     if problem is None and "on_failure" in rollout and rollout["on_failure"] not in FailurePolicy.values:
         problem = f"'on_failure' must be one of: {', '.join(FailurePolicy.values)}."
+    if problem is None and "keep_failed" in rollout and not isinstance(rollout["keep_failed"], bool):
+        problem = "'keep_failed' must be true or false."
     if problem is None and "canary" in rollout:
         problem = _canary_problem(rollout["canary"])
     if problem:

@@ -248,7 +248,8 @@ class StageUpdateSerializer(StrictSerializer):
     hosted_zone_id = serializers.CharField(max_length=64, required=False, allow_blank=True)
     rollout = serializers.JSONField(
         required=False,
-        help_text='{"waves": [["us-east-1"], ["*"]], "bake_s": 0-3600, "on_failure": "leave" | "rollback"}',
+        help_text='{"waves": [["us-east-1"], ["*"]], "bake_s": 0-3600, "on_failure": "leave" | "rollback", '
+        '"canary": {"percent": 1-99, "bake_s": 0-3600}, "keep_failed": false}',
     )
     pinned = serializers.BooleanField(required=False)
     pinned_reason = serializers.CharField(max_length=500, required=False, allow_blank=True)

@@ -128,25 +128,39 @@ def _cancelled(run: RegionRun, step: str | None) -> bool:
 
 
 def fail_policy(run: RegionRun, step: str) -> str:
-    """A failed region after its alias moved is moved back when the stage's policy says so."""
+    """The status of a region that failed at ``step``. Before its alias moved nothing serves the
+    new version: it failed. After, it goes back to the version it served before (a canary always
+    does), unless the stage's rollout says ``keep_failed``, or it has nothing to go back to (a
+    first deploy), or it was a rollback (going back would restore what it rolled away from)."""
     steps = steps_of(run)
-    moved = steps.index(step) > steps.index("alias")
-    if moved and run.canary_active and run.rd.previous_version:
-        # A canary that failed never keeps its share of the traffic, whatever the policy.
-        alias.move_back(run.rd, log=run.log)
-        return RegionStatus.ROLLED_BACK
-    if moved and run.rollout.rolls_back and run.rd.previous_version:
-        if run.is_rollback:
-            run.log(
-                f"Alias {run.stage.name} stays on version {run.rd.version}: this was a "
-                f"rollback, and moving it back would restore version {run.rd.previous_version}, "
-                "the one being rolled away from.",
-                step=step, level=EventLevel.WARNING,
-            )  # fmt: skip
-            return RegionStatus.FAILED
-        alias.move_back(run.rd, log=run.log)
-        return RegionStatus.ROLLED_BACK
-    return RegionStatus.FAILED
+    if steps.index(step) <= steps.index("alias"):
+        return RegionStatus.FAILED
+    stays = _why_it_stays(run)
+    if stays and not (run.canary_active and run.rd.previous_version):
+        run.log(stays, step=step, level=EventLevel.WARNING)
+        return RegionStatus.FAILED
+    alias.move_back(run.rd, log=run.log)
+    return RegionStatus.ROLLED_BACK
+
+
+def _why_it_stays(run: RegionRun) -> str:
+    """Why a region that failed after its alias moved keeps serving its new version ("": it does not)."""
+    version, previous, alias_name = run.rd.version, run.rd.previous_version, run.stage.name
+    if run.is_rollback:
+        return (
+            f"Alias {alias_name} stays on version {version}: this was a rollback, and moving it back "
+            f"would restore version {previous}, the one being rolled away from."
+            if previous
+            else f"Alias {alias_name} stays on version {version}: this was a rollback."
+        )
+    if not previous:
+        return (
+            f"Alias {alias_name} stays on version {version}: this is the stage's first version in "
+            "this region, so there is nothing to go back to."
+        )
+    if run.rollout.keep_failed:
+        return f"Alias {alias_name} stays on version {version}: the stage's rollout says keep_failed."
+    return ""
 
 
 def requeue(run: RegionRun) -> str:

@@ -550,6 +550,8 @@ def test_viewer_cannot_add_or_change_stages(api_for, team, app):
         {"canary": {"percent": "10"}},
         {"canary": {"percent": 10, "bake_s": 3601}},
         {"canary": {"percent": 10, "weight": 0.1}},
+        {"keep_failed": "yes"},
+        {"keep_failed": 1},
         ["us-east-1"],
     ],
 )

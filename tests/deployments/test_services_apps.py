@@ -44,6 +44,8 @@ def token_principal(team, **kwargs):
         {"waves": [["eu-west-1", "us-east-1"]], "bake_s": 3600, "on_failure": "rollback"},
         {"on_failure": "rollback"},
         {"waves": [["*"]]},
+        {"keep_failed": True},
+        {"on_failure": "rollback", "keep_failed": False},
     ],
 )
 def test_valid_rollout_policies_pass_unchanged(rollout):
@@ -54,6 +56,13 @@ def test_a_rollout_naming_a_region_outside_the_app_says_which(db):
     with pytest.raises(InvalidRollout) as err:
         validate_rollout({"waves": [["us-east-1"], ["sa-east-1"]]}, region_codes=["us-east-1"])
     assert "sa-east-1" in err.value.detail and "wave 2" in err.value.detail
+
+
+@pytest.mark.parametrize("value", ["yes", 1, None, {"on": True}])
+def test_keep_failed_must_be_true_or_false(db, value):
+    with pytest.raises(InvalidRollout) as err:
+        validate_rollout({"keep_failed": value}, region_codes=["us-east-1"])
+    assert err.value.detail == "'keep_failed' must be true or false."
 
 
 def test_create_app_places_it_and_audits_without_the_webhook_secret(team):
