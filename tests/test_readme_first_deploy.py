@@ -52,8 +52,10 @@ def dev_stack(tmp_path):
         "PYTHONUNBUFFERED": "1",
     }
     log = (tmp_path / "up.log").open("wb")
+    argv = [sys.executable, "scripts/dev.py", "up"]
+    argv += ["--port", str(ports["port"]), "--moto-port", str(ports["moto_port"])]
     proc = subprocess.Popen(
-        [sys.executable, "scripts/dev.py", "up", "--port", str(ports["port"]), "--moto-port", str(ports["moto_port"])],
+        argv,
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
 

@@ -210,7 +210,7 @@ def celery_worker_conf(env: dict[str, str]) -> list:
     """The pool, concurrency and prefetch a plain `celery -A controlplane worker` starts with."""
     code = (
         "import json; from controlplane.celery import app; app.loader.import_default_modules(); "
-        "print(json.dumps([app.conf.worker_pool, app.conf.worker_concurrency, app.conf.worker_prefetch_multiplier]))"
+        "c = app.conf; print(json.dumps([c.worker_pool, c.worker_concurrency, c.worker_prefetch_multiplier]))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code],
