@@ -239,6 +239,12 @@ else:
     }
     CELERY_RESULT_BACKEND = f"file://{DATA_DIR / 'results'}"
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+# What the engine needs of a worker, so the plain `celery -A controlplane worker` is right: a region's
+# job mostly waits on AWS, so threads (not one process per core) let every region of a deployment run
+# at once; one message reserved per thread, so a long job never holds a region another thread could run.
+CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
+CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
+CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 
 # --- AWS ------------------------------------------------------------------------------------

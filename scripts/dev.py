@@ -289,9 +289,11 @@ def supervise(children: list[Child], *, ready_url: str | None, banner: str) -> i
     return code
 
 
-def worker_argv(concurrency: int) -> list[str]:
-    return [str(PY), "-m", "celery", "-A", "controlplane", "worker", "--loglevel", "INFO",
-            "--pool", "threads", "--concurrency", str(concurrency)]  # fmt: skip
+def worker_argv(concurrency: int | None) -> list[str]:
+    """The production command as the README gives it: the pool and its size come from the Celery
+    app's settings (threads, CELERY_WORKER_CONCURRENCY); ``--concurrency`` only when asked for."""
+    argv = [str(PY), "-m", "celery", "-A", "controlplane", "worker", "--loglevel", "INFO"]
+    return argv + (["--concurrency", str(concurrency)] if concurrency else [])
 
 
 def beat_argv() -> list[str]:
@@ -468,7 +470,9 @@ def main(argv: list[str]) -> int:
         p.set_defaults(func=func)
         p.add_argument("--port", type=int, default=8000, help="web port on 127.0.0.1 (default 8000)")
         p.add_argument("--moto-port", type=int, default=5000, help="moto server port (default 5000)")
-        p.add_argument("--concurrency", type=int, default=16, help="worker threads (default 16)")
+        p.add_argument(
+            "--concurrency", type=int, help="worker threads (default: CELERY_WORKER_CONCURRENCY, 16)"
+        )
         p.add_argument(
             "--real-aws",
             action="store_true",

@@ -4,6 +4,7 @@ real settings in a subprocess with exactly the environment under test."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import stat
@@ -203,3 +204,30 @@ def test_readme_documents_every_variable_the_settings_read():
     assert not stale, f"README.md documents variables the settings no longer read: {sorted(stale)}"
     for prefix in prefixes:
         assert f"`{prefix}<" in table, f"README.md's environment table lacks {prefix}<...>"
+
+
+def celery_worker_conf(env: dict[str, str]) -> list:
+    """The pool, concurrency and prefetch a plain `celery -A controlplane worker` starts with."""
+    code = (
+        "import json; from controlplane.celery import app; app.loader.import_default_modules(); "
+        "c = app.conf; print(json.dumps([c.worker_pool, c.worker_concurrency, c.worker_prefetch_multiplier]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_plain_worker_command_runs_sixteen_threads_each_reserving_one_message(tmp_path):
+    assert celery_worker_conf(base_env(tmp_path)) == ["threads", 16, 1]
+
+
+def test_worker_pool_and_concurrency_come_from_the_environment(tmp_path):
+    env = base_env(tmp_path, CELERY_WORKER_CONCURRENCY="32", CELERY_WORKER_POOL="prefork")
+    assert celery_worker_conf(env) == ["prefork", 32, 1]
