@@ -84,12 +84,13 @@ public_networks=(), root=None, on_refused=None) -> SandboxProcess``
     ``poll()``, ``wait(timeout=None)`` (raises ``subprocess.TimeoutExpired``), ``kill()`` and
     ``terminate()`` (both end the whole sandbox), use as a context manager (killed and cleaned up
     on exit). Also ``stopped`` (None, or why the sandbox was stopped: "ran past its 600 s wall time
-    limit", ...), ``refused`` (refused connections) and ``usage`` (``Usage``: cpu_seconds,
+    limit", ...), ``stopped_by`` (the ``Limits`` field that stopped it, e.g. "memory_bytes"),
+    ``refused`` (refused connections) and ``usage`` (``Usage``: cpu_seconds,
     max_memory_bytes, max_tasks, disk_bytes). ``returncode`` is the command's exit status, or
     ``-9`` when the sandbox was stopped or killed.
 ``run(argv, *, on_line, tail_lines=20, **spawn_kwargs) -> RunResult``
     ``spawn`` with stdout and stderr merged and streamed line by line to ``on_line``; waits for
-    the end. ``RunResult``: returncode, stopped, tail, usage, refused.
+    the end. ``RunResult``: returncode, stopped, stopped_by, tail, usage, refused.
 ``workdir(prefix, root=None) -> Path``
     A fresh private folder the sandbox can mount (under ``root``, default ``default_root()``).
 ``Limits(wall_seconds, cpu_seconds, memory_bytes, processes, disk_bytes, open_files)``
@@ -215,6 +216,7 @@ class Usage:
 class RunResult:
     returncode: int
     stopped: str | None
+    stopped_by: str | None = None
     tail: list[str] = field(default_factory=list)
     usage: Usage = field(default_factory=Usage)
     refused: list[str] = field(default_factory=list)
@@ -242,8 +244,12 @@ def _ensure_root(root: Path | None) -> Path:
 
 
 def workdir(prefix: str = "sandbox-", root: str | os.PathLike | None = None) -> Path:
-    """A new private folder (mode 700) under ``root`` whose contents a sandbox can mount."""
-    return Path(tempfile.mkdtemp(prefix=prefix, dir=_ensure_root(Path(root) if root else None)))
+    """A new folder under ``root`` whose contents a sandbox can mount: mode 700, or when the
+    worker is root 711 (searchable, not listable), since sandboxes then run as uids of their own."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=_ensure_root(Path(root) if root else None)))
+    if os.getuid() == 0:
+        os.chmod(path, 0o711)  # noqa: S103
+    return path
 
 
 def _which(name: str) -> str | None:
@@ -433,6 +439,7 @@ class SandboxProcess:
         self.args = argv
         self.limits = limits
         self.stopped: str | None = None
+        self.stopped_by: str | None = None
         self.usage = Usage()
         self.returncode: int | None = None
         self._uid = uid
@@ -562,12 +569,12 @@ class SandboxProcess:
                     stream.close()
 
     # --- internals -----------------------------------------------------------------------------
-    def _stop(self, reason: str | None) -> None:
+    def _stop(self, reason: str | None, limit: str | None = None) -> None:
         with self._stop_lock:
             if self._done.is_set():
                 return
             if reason and self.stopped is None:
-                self.stopped = reason
+                self.stopped, self.stopped_by = reason, limit
             for pid in (self._init_pid, self.pid):
                 if pid:
                     with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -598,7 +605,7 @@ class SandboxProcess:
         while not self._done.wait(POLL_INTERVAL):
             now = time.monotonic()
             if limits.wall_seconds is not None and now - self._started > limits.wall_seconds:
-                self._stop(f"ran past its {limits.wall_seconds:g} s wall time limit")
+                self._stop(f"ran past its {limits.wall_seconds:.0f} s wall time limit", "wall_seconds")
                 continue
             if namespace is None:
                 continue
@@ -608,11 +615,14 @@ class SandboxProcess:
             usage.max_memory_bytes = max(usage.max_memory_bytes, memory)
             usage.max_tasks = max(usage.max_tasks, tasks)
             if limits.processes is not None and tasks >= limits.processes:
-                self._stop(f"reached its limit of {limits.processes} processes and threads (a fork bomb?)")
+                self._stop(
+                    f"reached its limit of {limits.processes} processes and threads (a fork bomb?)",
+                    "processes",
+                )
             elif limits.memory_bytes is not None and memory > limits.memory_bytes:
-                self._stop(f"used more than its {limits.memory_bytes >> 20} MB memory limit")
+                self._stop(f"used more than its {limits.memory_bytes >> 20} MB memory limit", "memory_bytes")
             elif limits.cpu_seconds is not None and cpu > limits.cpu_seconds:
-                self._stop(f"used more than its {limits.cpu_seconds:g} s CPU time limit")
+                self._stop(f"used more than its {limits.cpu_seconds:g} s CPU time limit", "cpu_seconds")
             elif limits.disk_bytes is not None and now >= next_disk:
                 started = time.monotonic()
                 folders = [*self._writable_hosts, self._private / "home", self._private / "tmp"]
@@ -621,7 +631,7 @@ class SandboxProcess:
                 disk_interval = max(DISK_POLL_MIN, 20 * (time.monotonic() - started))
                 next_disk = time.monotonic() + disk_interval
                 if usage.disk_bytes > limits.disk_bytes:
-                    self._stop(f"wrote more than its {limits.disk_bytes >> 20} MB disk limit")
+                    self._stop(f"wrote more than its {limits.disk_bytes >> 20} MB disk limit", "disk_bytes")
 
 
 def _rlimit_args(limits: Limits) -> list[str]:
@@ -755,6 +765,7 @@ def run(
     return RunResult(
         returncode=proc.returncode if proc.returncode is not None else -signal.SIGKILL,
         stopped=proc.stopped,
+        stopped_by=proc.stopped_by,
         tail=list(tail),
         usage=proc.usage,
         refused=proc.refused,
