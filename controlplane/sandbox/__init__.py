@@ -505,7 +505,9 @@ class SandboxProcess:
                        str(proxy_port), ",".join(map(str, ports)), "--", *command]  # fmt: skip
         for name, value in env.items():
             args += ["--setenv", name, value]
-        args += ["--chdir", cwd]
+        # The root bwrap builds is a tmpfs: read-only after the last mount, or files written beside
+        # the mounts would take the host's memory, outside the disk limit.
+        args += ["--remount-ro", "/", "--chdir", cwd]
         # bwrap reads options from --args but wants the command on its own command line.
         command = [prlimit, *_rlimit_args(limits), "--", *command]
 
