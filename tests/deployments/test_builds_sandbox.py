@@ -9,6 +9,7 @@ import zipfile
 
 import pytest
 
+from controlplane.choices import Role
 from deployments import artifacts
 from deployments.builds import BuildFailed, build_artifact
 from deployments.choices import DeploymentStatus
@@ -180,3 +181,15 @@ def test_the_git_credential_is_never_visible_to_the_build(app, repo):
     assert server.seen_authorization and all(  # only the fetch, outside the sandbox, reached it
         a == server.expected for a in server.seen_authorization if a
     )
+
+
+def test_an_admin_turns_an_apps_build_network_off_through_the_api(app, api_for):
+    client = api_for(app.team, role=Role.ADMIN)
+    assert client.get(f"/api/v1/apps/{app.slug}/").json()["build_network"] is True
+
+    response = client.patch(f"/api/v1/apps/{app.slug}/", {"build_network": False}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["build_network"] is False
+    app.refresh_from_db()
+    assert app.build_network is False
