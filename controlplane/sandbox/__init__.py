@@ -446,6 +446,7 @@ class SandboxProcess:
         self._private = Path(private)
         self._relay: Relay | None = None
         self._init_pid: int | None = None
+        self._init_pidfd: int | None = None
         self._done = threading.Event()
         self._stop_lock = threading.Lock()
         self._writable_hosts = [Path(host) for host, _ in writable]
@@ -511,6 +512,17 @@ class SandboxProcess:
         # bwrap reads options from --args but wants the command on its own command line.
         command = [prlimit, *_rlimit_args(limits), "--", *command]
 
+        try:
+            self._launch(bwrap, args, command, stdin, stdout, stderr, uid)
+        except BaseException:
+            if self._relay is not None:
+                self._relay.close()
+            raise
+        threading.Thread(target=self._reap, name=f"sandbox-wait-{self.pid}", daemon=True).start()
+        threading.Thread(target=self._watch, name=f"sandbox-watch-{self.pid}", daemon=True).start()
+        return self
+
+    def _launch(self, bwrap, args, command, stdin, stdout, stderr, uid) -> None:
         args_fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
         info_r, info_w = os.pipe()
         try:
@@ -536,9 +548,11 @@ class SandboxProcess:
         self.stdin, self.stdout, self.stderr = self._popen.stdin, self._popen.stdout, self._popen.stderr
         self._started = time.monotonic()
         self._init_pid = _read_child_pid(info_r)
-        threading.Thread(target=self._reap, name=f"sandbox-wait-{self.pid}", daemon=True).start()
-        threading.Thread(target=self._watch, name=f"sandbox-watch-{self.pid}", daemon=True).start()
-        return self
+        # A pidfd signals the sandbox's init and never a process that reused its pid.
+        self._init_pidfd = None
+        if self._init_pid:
+            with contextlib.suppress(OSError):
+                self._init_pidfd = os.pidfd_open(self._init_pid)
 
     # --- Popen-like -----------------------------------------------------------------------------
     def poll(self) -> int | None:
@@ -577,10 +591,12 @@ class SandboxProcess:
                 return
             if reason and self.stopped is None:
                 self.stopped, self.stopped_by = reason, limit
-            for pid in (self._init_pid, self.pid):
-                if pid:
-                    with contextlib.suppress(ProcessLookupError, PermissionError):
-                        os.kill(pid, signal.SIGKILL)
+            if self._init_pidfd is not None:
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self._init_pidfd, signal.SIGKILL)
+            # bwrap itself: not reaped before _done is set, so its pid is still its own.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pid, signal.SIGKILL)
 
     def _reap(self) -> None:
         status = 0
@@ -595,6 +611,9 @@ class SandboxProcess:
             self._popen.returncode = self.returncode
             if self._relay is not None:
                 self._relay.close()
+            if self._init_pidfd is not None:
+                os.close(self._init_pidfd)
+                self._init_pidfd = None
             _release_uid(self._uid)
             _remove(self._private)
             self._done.set()

@@ -30,6 +30,9 @@ from controlplane.urlsafety import METADATA_ADDRESSES, embedded_ipv4, public_add
 CHUNK = 65536
 MAX_HEAD = 65536
 CONNECT_TIMEOUT = 15.0
+# Connections one sandbox may have open through the relay at once: each holds threads and file
+# descriptors of the worker, which a build must not be able to exhaust.
+MAX_CONNECTIONS = 128
 HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -123,6 +126,12 @@ class Relay:
             except OSError:
                 if self._closed:
                     return
+                continue
+            with self._lock:
+                busy = len(self._connections) >= 2 * MAX_CONNECTIONS  # each has an upstream too
+            if busy:
+                self._refuse(f"the proxy: more than {MAX_CONNECTIONS} connections open at once.")
+                conn.close()
                 continue
             threading.Thread(target=self._serve, args=(self._track(conn),), daemon=True).start()
 
