@@ -27,6 +27,8 @@ from urllib.parse import urlsplit
 
 from controlplane.urlsafety import METADATA_ADDRESSES, embedded_ipv4, public_address_problem
 
+from .forward import pump  # the forwarder inside copies bytes the same way
+
 CHUNK = 65536
 MAX_HEAD = 65536
 CONNECT_TIMEOUT = 15.0
@@ -167,9 +169,9 @@ class Relay:
             upstream.settimeout(None)
             if pending:
                 upstream.sendall(pending)
-            back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+            back = threading.Thread(target=pump, args=(upstream, conn), daemon=True)
             back.start()
-            _pump(conn, upstream)
+            pump(conn, upstream)
             back.join()
         except (OSError, ValueError):
             pass
@@ -271,19 +273,3 @@ def _answer(conn: socket.socket, status: int, message: str) -> None:
         )
     except OSError:
         pass
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(CHUNK)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-        try:
-            sock.shutdown(how)
-        except OSError:
-            pass
