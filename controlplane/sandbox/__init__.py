@@ -293,7 +293,9 @@ def _missing_cached() -> tuple[str, ...]:
             problems.append(
                 f"bubblewrap cannot create a sandbox here ({str(exc).strip()}): it needs unprivileged "
                 "user namespaces (sysctl kernel.unprivileged_userns_clone=1 where that exists, "
-                "user.max_user_namespaces > 0, and in a container a seccomp and AppArmor profile "
+                "user.max_user_namespaces > 0, on Ubuntu 23.10 and later "
+                "kernel.apparmor_restrict_unprivileged_userns=0 or an AppArmor profile for bwrap, "
+                "and in a container a seccomp and AppArmor profile "
                 "that allow them, e.g. docker's `security_opt: [seccomp:unconfined, apparmor:unconfined]`)."
             )
     return tuple(problems)
