@@ -38,6 +38,7 @@ APP_FIELDS = (
     "health_expected_text",
     "build_command",
     "build_output_dir",
+    "build_network",
 )
 STAGE_FIELDS = ("branch", "domain", "hosted_zone_id", "rollout", "pinned", "pinned_reason")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
