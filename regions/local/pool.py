@@ -176,7 +176,7 @@ def worker_env(spec: FunctionSpec, *, aws_endpoint: str) -> dict[str, str]:
             "PATH": SYSTEM_PATH,
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
-            "HOME": "/tmp",
+            "HOME": "/tmp",  # noqa: S108 - as on Lambda, where /tmp is the only writable place
             "LAMBDA_TASK_ROOT": spec.code_dir,
             "LAMBDA_RUNTIME_DIR": str(RUNTIMES),
             "_HANDLER": spec.handler,

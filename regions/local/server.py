@@ -418,8 +418,8 @@ class LocalRegions:
             return False, f"connection failed: {exc.__class__.__name__}"
         try:
             writer.write(
-                f"GET {check.path} HTTP/1.1\r\nHost: {check.fqdn}\r\nUser-Agent: Amazon-Route53-Health-Check-Service\r\n"
-                "Connection: close\r\n\r\n".encode()
+                f"GET {check.path} HTTP/1.1\r\nHost: {check.fqdn}\r\n"
+                "User-Agent: Amazon-Route53-Health-Check-Service\r\nConnection: close\r\n\r\n".encode()
             )
             data = await asyncio.wait_for(reader.read(5120 + 4096), timeout)
         except (OSError, TimeoutError) as exc:

@@ -19,8 +19,12 @@ class Command(BaseCommand):
     help = "Serve the deployed Lambda functions of every region locally (the dev stack's local regions)."
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("--port", type=int, default=settings.LOCAL_REGIONS_PORT,
-                            help="base port: global endpoints and the admin API; regions on the next ports")  # fmt: skip
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.LOCAL_REGIONS_PORT,
+            help="base port: global endpoints and the admin API; the regions on the next ports",
+        )
         parser.add_argument("--host", default=settings.LOCAL_REGIONS_HOST)
 
     def handle(self, *args, port: int, host: str, **options) -> None:
