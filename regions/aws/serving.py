@@ -31,7 +31,7 @@ class StageRoute:
 
 @dataclass(frozen=True)
 class VersionCode:
-    """A published version: its configuration and the bytes of its zip."""
+    """A published version: its configuration and where its zip is."""
 
     function_name: str
     function_arn: str
@@ -42,7 +42,7 @@ class VersionCode:
     timeout_s: int
     code_sha256: str
     env: dict[str, str] = field(default_factory=dict)
-    zip_bytes: bytes = b""
+    code_location: str = ""
 
 
 @dataclass(frozen=True)
@@ -81,17 +81,14 @@ def stage_route(region: str, rest_api_id: str, stage: str) -> StageRoute | None:
 
 @aws_errors
 def version_code(region: str, function_name: str, version: str) -> VersionCode | None:
-    """A published version's configuration and code (versions are immutable: read it once), or None
-    when the function or version does not exist. The zip is read from the S3 object the function
-    was created or updated from; its SHA-256 must match the version's ``CodeSha256``."""
+    """A published version's configuration and where its code is (``code_location``), or None when
+    the function or version does not exist."""
     lam = client("lambda", region)
     try:
         found = lam.get_function(FunctionName=function_name, Qualifier=str(version))
     except lam.exceptions.ResourceNotFoundException:
         return None
     config = found["Configuration"]
-    location = (found.get("Code") or {}).get("Location") or ""
-    data = _code_bytes(region, location, config.get("CodeSha256") or "")
     return VersionCode(
         function_name=config["FunctionName"],
         function_arn=":".join(config["FunctionArn"].split(":")[:7]),
@@ -102,24 +99,39 @@ def version_code(region: str, function_name: str, version: str) -> VersionCode |
         timeout_s=int(config.get("Timeout") or 3),
         code_sha256=config.get("CodeSha256") or "",
         env=dict((config.get("Environment") or {}).get("Variables") or {}),
-        zip_bytes=data,
+        code_location=(found.get("Code") or {}).get("Location") or "",
     )
 
 
+@aws_errors
+def code_bytes(region: str, location: str, code_sha256: str) -> bytes:
+    """The zip behind a version's ``Code.Location``: a presigned URL on AWS; on an emulator that
+    names only the S3 key, the bucket of this region holding that key whose SHA-256 is the
+    version's ``CodeSha256``. ``b""`` when it cannot be found."""
+    return _code_bytes(region, location, code_sha256)
+
+
 def _code_bytes(region: str, location: str, code_sha256: str) -> bytes:
-    """The zip behind a ``Code.Location``: a presigned URL on AWS; on an emulator that names only the
-    S3 key, the bucket of this region holding that key with the right digest."""
+    """The zip behind a ``Code.Location``: on an emulator that names only an S3 key (and, for an
+    older version, may name the key of the newest code), the object of this region's buckets at
+    that key, or next to it under the content-addressed name the deploy engine gives artifacts
+    (``<sha256 hex>.zip``), whose SHA-256 is the version's ``CodeSha256``."""
     key = urlparse(location).path.lstrip("/")
     if not key:
         return b""
+    keys = [key]
+    if code_sha256:
+        hex_digest = base64.b64decode(code_sha256).hex()
+        keys.append(f"{key.rsplit('/', 1)[0]}/{hex_digest}.zip" if "/" in key else f"{hex_digest}.zip")
     s3 = client("s3", region)
     for bucket in s3.list_buckets().get("Buckets", []):
-        try:
-            body = s3.get_object(Bucket=bucket["Name"], Key=key)["Body"].read()
-        except Exception:  # noqa: BLE001, S112 - no such key, or a bucket of another region: not it
-            continue
-        if not code_sha256 or base64.b64encode(hashlib.sha256(body).digest()).decode() == code_sha256:
-            return body
+        for candidate in keys:
+            try:
+                body = s3.get_object(Bucket=bucket["Name"], Key=candidate)["Body"].read()
+            except Exception:  # noqa: BLE001, S112 - no such key, or a bucket of another region: not it
+                continue
+            if not code_sha256 or base64.b64encode(hashlib.sha256(body).digest()).decode() == code_sha256:
+                return body
     return b""
 
 

@@ -44,11 +44,13 @@ class FunctionSpec:
     timeout_s: int
     code_dir: str
     function_arn: str
+    code_sha256: str = ""
     env: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
 
     @property
-    def key(self) -> tuple[str, str, str]:
-        return (self.region, self.function_name, self.version)
+    def key(self) -> tuple[str, str, str, str]:
+        # The digest too: a function deleted and made again numbers its versions from 1 again.
+        return (self.region, self.function_name, self.version, self.code_sha256)
 
 
 @dataclass

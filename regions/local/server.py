@@ -33,6 +33,7 @@ SERVED_BY = "X-Served-By-Region"
 ROUTE_TTL_S = 5.0  # how long a stage's methods are trusted before reading them again
 ALIAS_TTL_S = 1.0  # aliases move (deploys, canaries, rollbacks): read again after this
 DOMAIN_TTL_S = 5.0
+VERSION_TTL_S = 30.0
 Response = tuple[int, list[tuple[str, str]] | dict, bytes]
 
 
@@ -55,20 +56,20 @@ class Cache:
     """Values loaded by a coroutine, one load at a time per key; an expired value is still answered
     while it is read again (as a DNS or SDK cache would)."""
 
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
+    def __init__(self, ttl: float, *, stale_ok: bool = True) -> None:
+        self.ttl, self.stale_ok = ttl, stale_ok
         self.data: dict = {}
         self.loading: dict = {}
 
     async def get(self, key, load):
         hit = self.data.get(key)
-        if hit is not None and (self.ttl <= 0 or hit[0] > time.monotonic()):
+        if hit is not None and hit[0] > time.monotonic():
             return hit[1]
         task = self.loading.get(key)
         if task is None:
             task = asyncio.ensure_future(self._load(key, load))
             self.loading[key] = task
-        if hit is not None:
+        if hit is not None and self.stale_ok:
             return hit[1]
         return await asyncio.shield(task)
 
@@ -105,7 +106,9 @@ class LocalRegions:
         self.executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="aws")
         self.routes = Cache(ROUTE_TTL_S)
         self.aliases = Cache(ALIAS_TTL_S)
-        self.versions = Cache(0)
+        # Versions are immutable, but a function made again under the same name numbers its
+        # versions from 1 again: the configuration (with the code's digest) is read again now and then.
+        self.versions = Cache(VERSION_TTL_S, stale_ok=False)
         self.domains = Cache(DOMAIN_TTL_S)
         self.mappings = Cache(DOMAIN_TTL_S)
         self.faults = faults.Faults()
@@ -143,14 +146,18 @@ class LocalRegions:
             code = await self._aws(serving.version_code, region, function, version)
             if code is None:
                 return None
-            target = (
-                self.code_dir / region / function / f"{version}-{code.code_sha256[:16].replace('/', '_')}"
-            )
-            await self._aws(unpack, code.zip_bytes, target)
+            digest = code.code_sha256.replace("/", "_").replace("+", "-").rstrip("=")
+            target = self.code_dir / region / function / f"{code.version}-{digest}"
+            if not target.is_dir():
+                data = await self._aws(serving.code_bytes, region, code.code_location, code.code_sha256)
+                if not data:
+                    raise UnsafeArchive(f"the code of {function}:{version} is not in this region's buckets")
+                await self._aws(unpack, data, target)
             return FunctionSpec(
                 region=region, function_name=function, version=code.version, runtime=code.runtime,
                 handler=code.handler, memory_mb=code.memory_mb, timeout_s=code.timeout_s,
-                code_dir=str(target), function_arn=code.function_arn, env=code.env,
+                code_dir=str(target), function_arn=code.function_arn, code_sha256=code.code_sha256,
+                env=code.env,
             )  # fmt: skip
 
         return await self.versions.get((region, function, version), load)
@@ -541,7 +548,7 @@ class LocalRegions:
             if self.faults.expire():
                 self.say("[faults] a fault expired")
                 await self.sync_listeners()
-            if int(time.monotonic() * 4) % 20 == 0:
+            if int(time.monotonic() * 4) % 4 == 0:  # once a second
                 reaped = self.pool.reap()
                 if reaped:
                     self.say(f"[pool] stopped {reaped} idle worker(s)")
