@@ -106,9 +106,8 @@ def test_python_handler_gets_the_proxy_event_its_context_and_only_lambdas_enviro
 
 
 def test_a_warm_worker_serves_the_next_requests_and_idle_ones_are_reaped(moto_server, regions):
-    api = publish_function(
-        moto_server, REGION, "warm", zip_of({"app.py": "import os\ndef handler(e, c):\n    return {'body': str(os.getpid())}\n"})
-    )  # fmt: skip
+    code = "import os\ndef handler(e, c):\n    return {'body': str(os.getpid())}\n"
+    api = publish_function(moto_server, REGION, "warm", zip_of({"app.py": code}))
     pids = {call(regions, api, "/").text for _ in range(5)}
     assert len(pids) == 1  # one warm process, not one per request
     (worker,) = [w for w in regions.status()["workers"] if w["function"] == "warm"]
@@ -200,7 +199,8 @@ export const handler = async (event, context) => {
 """
 NODE_CJS = """
 exports.handler = function (event, context, callback) {
-  setTimeout(() => callback(null, { statusCode: 202, body: "cjs " + event.httpMethod + " " + context.awsRequestId }), 5);
+  const body = "cjs " + event.httpMethod + " " + context.awsRequestId;
+  setTimeout(() => callback(null, { statusCode: 202, body }), 5);
 };
 """
 NODE_THROW = "exports.handler = async () => { throw new TypeError('node kaput'); };\n"
