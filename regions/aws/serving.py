@@ -187,3 +187,15 @@ def alias_routing(region: str, function_name: str, alias: str) -> tuple[str, dic
     """``(version, {other version: weight})`` of an alias, or None when it does not exist."""
     found = get_alias(region, function_name, alias)
     return (found.version, dict(found.weights)) if found else None
+
+
+@aws_errors
+def ensure_hosted_zone(name: str) -> str:
+    """The id of the public hosted zone called ``name``, created when there is none (the local
+    regions' demo makes one in the emulator)."""
+    found = find_hosted_zone(name)
+    if found:
+        return found
+    r53 = client("route53", "us-east-1")
+    zone = r53.create_hosted_zone(Name=name, CallerReference=f"controlplane-demo-{name}")["HostedZone"]
+    return zone["Id"].rsplit("/", 1)[-1]
