@@ -348,6 +348,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.demo and args.real_aws:
         fail("--demo deploys to the local regions; it cannot be combined with --real-aws")
     env = app_env(emulator_url=emulator, regions_port=args.regions_port)
+    env.setdefault("SITE_URL", f"http://127.0.0.1:{args.port}")  # the links in alerts
     password = setup(env=env)
 
     # AWS first, so the worker's first tasks find it; then the regions that serve what is deployed.
@@ -392,13 +393,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             "",
         ]
     )
-    demo = (lambda: run_demo(env)) if args.demo else None
+    demo = (lambda: run_demo(env, site)) if args.demo else None
     return supervise(children, ready_url=f"{site}/healthz", banner=banner, when_ready=demo)
 
 
-def run_demo(env: dict[str, str]) -> None:
+def run_demo(env: dict[str, str], site: str) -> None:
     """Deploy the demo app through the API (``up --demo``), its output prefixed ``demo``."""
-    demo = Child("demo", [str(PY), "manage.py", "local_regions_demo"], env).start()
+    demo = Child("demo", [str(PY), "manage.py", "local_regions_demo", "--site", site], env).start()
     assert demo.proc is not None
     if demo.proc.wait() != 0:
         say("the demo did not finish (see its output above); the stack keeps running")

@@ -3,6 +3,8 @@ stack and print where it answers and what to try (``dev.py up --demo`` runs it o
 
 from __future__ import annotations
 
+import logging
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
@@ -21,6 +23,7 @@ class Command(BaseCommand):
         parser.add_argument("--site", default=settings.SITE_URL, help="the running web server")
 
     def handle(self, *args, team: str, site: str, **options) -> None:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
         owner = Team.objects.filter(slug=team).first()
         if owner is None:
             raise CommandError(f"no team '{team}' (python3 scripts/dev.py setup makes the demo team)")
@@ -45,10 +48,13 @@ class Command(BaseCommand):
             "Try it:",
             f"  curl -i -H 'X-Client-Region: eu-central-1' {g}/hi     # served by eu-west-1 (bonjour)",
             f"  curl -i -H 'X-Client-Region: ap-northeast-1' {g}/hi   # served by ap-southeast-2",
-            "  python3 scripts/dev.py fault eu-west-1 down --for 120s   # take Ireland down:",
-            "      the first curl moves to us-east-1 within seconds; the worker prints the alert",
-            f"      email to {DEMO_EMAIL} once the probes open an incident",
-            "  python3 scripts/dev.py fault clear                       # bring it back (recovery email)",
+            "  python3 scripts/dev.py fault eu-west-1 down --for 180s   # take Ireland down:",
+            "      it refuses connections at once. The control plane's probes open an incident after",
+            f"      2 failed rounds (~20 s): the worker prints the alert email to {DEMO_EMAIL}.",
+            "      Route 53's checkers (a request every 30 s, 3 failures: ~90 s; faster with",
+            "      LOCAL_REGIONS_CHECK_INTERVAL=5) then send the first curl to us-east-1.",
+            "  python3 scripts/dev.py fault clear                       # bring it back: a recovery email,",
+            "      and eu-central-1's traffic returns to eu-west-1",
             "",
         ]
         self.stdout.write("\n".join(lines))
