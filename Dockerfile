@@ -9,8 +9,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     CONTROLPLANE_DATA_DIR=/var/lib/controlplane
 
 # git and ssh: the worker fetches the exact pushed commit to build it (token or deploy key).
+# bubblewrap: the sandbox every build command runs in (with util-linux's prlimit, already there).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates bubblewrap \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --create-home --home-dir /home/controlplane --uid 10001 controlplane \

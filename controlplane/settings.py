@@ -322,6 +322,27 @@ DEPLOYMENT_URL_PATH = "/deployments/{id}/"
 SMS_REGION = env.str("SMS_REGION", default="us-east-1")
 SMS_SENDER_ID = env.str("SMS_SENDER_ID", default="")
 BUILD_TIMEOUT = env.int("BUILD_TIMEOUT", default=600)
+# Where a build runs: "sandbox" (bubblewrap on the worker, the default) or "codebuild" (AWS CodeBuild).
+BUILD_BACKEND = env.str("BUILD_BACKEND", default="sandbox")
+# Limits of a sandboxed build (besides BUILD_TIMEOUT); see controlplane/sandbox.
+BUILD_CPU_SECONDS = env.int("BUILD_CPU_SECONDS", default=0) or BUILD_TIMEOUT
+BUILD_MEMORY_MB = env.int("BUILD_MEMORY_MB", default=4096)
+BUILD_PROCESSES = env.int("BUILD_PROCESSES", default=1024)
+BUILD_DISK_MB = env.int("BUILD_DISK_MB", default=8192)
+# Where sandboxes keep their folders (checkouts included); default: a per-uid folder in /var/tmp.
+SANDBOX_DIR = env.str("SANDBOX_DIR", default="")
+# Extra read-only system folders a sandbox sees (toolchains outside /usr, e.g. /opt/node).
+SANDBOX_READONLY_PATHS = env.list("SANDBOX_READONLY_PATHS", default=[])
+# CIDRs a sandbox's network treats as public. Tests only: a stand-in for the internet on loopback.
+SANDBOX_TREAT_AS_PUBLIC = env.list("SANDBOX_TREAT_AS_PUBLIC", default=[])
+# BUILD_BACKEND=codebuild: the project (made by the operator), its region, the bucket for sources and
+# outputs, and optional per-installation overrides of the project's service role and image.
+CODEBUILD_PROJECT = env.str("CODEBUILD_PROJECT", default="")
+CODEBUILD_REGION = env.str("CODEBUILD_REGION", default="us-east-1")
+CODEBUILD_BUCKET = env.str("CODEBUILD_BUCKET", default="")
+CODEBUILD_ROLE_ARN = env.str("CODEBUILD_ROLE_ARN", default="")
+CODEBUILD_IMAGE = env.str("CODEBUILD_IMAGE", default="")
+CODEBUILD_POLL_INTERVAL = env.float("CODEBUILD_POLL_INTERVAL", default=5.0)
 WEBHOOK_MAX_BODY = 5 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY + 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024

@@ -87,6 +87,13 @@ def address_problem(address: str) -> str | None:
     """None when a connection to ``address`` is allowed, otherwise why not. An IPv6 address that
     wraps an IPv4 one (see :func:`embedded_ipv4`) is judged by the IPv4 address it leads to:
     ``ipaddress`` calls NAT64 and 6to4 addresses global whatever they wrap."""
+    return public_address_problem(address, allow_private=settings.ALLOW_PRIVATE_URLS)
+
+
+def public_address_problem(address: str, *, allow_private: bool = False) -> str | None:
+    """:func:`address_problem` without the settings: None when ``address`` is public (or, with
+    ``allow_private``, anything but a metadata address), otherwise why not. The build sandbox's
+    network proxy judges every connection with it."""
     try:
         ip = ipaddress.ip_address(address.split("%", 1)[0])
     except ValueError:
@@ -95,7 +102,7 @@ def address_problem(address: str) -> str | None:
     for candidate in (ip, inner):
         if candidate in METADATA_ADDRESSES:
             return f"{candidate} is a cloud metadata address."
-    if settings.ALLOW_PRIVATE_URLS:
+    if allow_private:
         return None
     if inner is not None:
         kind = _not_public(inner)

@@ -6,9 +6,17 @@ later deploy of a commit with an identical tree (a merge commit, a revert, a re-
 artifact unless the recipe changed since. A built zip names its tree and recipe in its archive
 comment (see ``build_comment``), so an artifact says what it was built from.
 
-The whole build, fetch included, has ``settings.BUILD_TIMEOUT`` seconds. The app's git credential
-reaches git through ``GIT_ASKPASS`` (or an ssh key file) only: it is never on a command line, never
-in the build command's environment, and redacted from every line logged.
+The whole build, fetch included, has ``settings.BUILD_TIMEOUT`` seconds. The fetch runs on the
+worker, outside any sandbox: the app's git credential reaches git through ``GIT_ASKPASS`` (or an
+ssh key file) only, is never on a command line, and is deleted before the build command starts.
+
+The build command runs where ``settings.BUILD_BACKEND`` says:
+
+- ``"sandbox"`` (the default): on the worker, in ``controlplane.sandbox`` (bubblewrap): its own
+  namespaces and unprivileged uid, only the checkout (at ``/build``) writable, a throwaway home and
+  ``/tmp``, nothing of the control plane visible, limits on time, CPU, memory, processes and disk,
+  and network (``App.build_network``) off or through a proxy to public addresses only.
+- ``"codebuild"``: in AWS CodeBuild (``codebuild.py``), away from the worker altogether.
 """
 
 from __future__ import annotations
@@ -20,7 +28,6 @@ import re
 import shutil
 import stat
 import subprocess
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable
@@ -28,10 +35,11 @@ from pathlib import Path
 
 from django.conf import settings
 
+from controlplane import sandbox
 from controlplane.errors import DomainError
 from regions.aws.session import AwsError
 
-from . import artifacts
+from . import artifacts, codebuild
 from .choices import ArtifactSource, EventLevel
 from .gitutil import CommandResult, Redactor, run_streaming
 from .models import App, Artifact
@@ -44,7 +52,13 @@ ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 MAX_LOGGED_LINES = 5000
 REUSE_CANDIDATES = 10  # artifacts of one tree looked at for one with the current recipe
 TAIL_LINES = 20
+# Exit statuses of a shell whose command a per-process limit killed (128 + the signal).
+EXIT_HINTS = {
+    128 + 24: " (a process ran past the CPU time limit)",
+    128 + 25: " (a file grew past the size limit: BUILD_DISK_MB)",
+}
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+CHECKOUT = "/build"  # where the checkout is, inside the sandbox
 # ext:: and fd:: run commands; only real network transports (and file:// for local mirrors) are allowed.
 GIT_PROTOCOLS = "https:http:ssh:git:file"
 DEFAULT_GIT_USERNAME = "x-access-token"  # GitHub's name for token auth; GitLab accepts any name
@@ -111,9 +125,12 @@ def build_artifact(*, app: App, sha: str, emit: Emit) -> Artifact:
         raise BuildFailed(f"'{sha[:80]}' is not a git commit sha.")
     if not app.repo_url:
         raise BuildFailed("The app has no repo_url to build from.")
-    root = Path(settings.DATA_DIR) / "builds"
-    root.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix=f"{app.slug}-{sha[:12]}-", dir=root))
+    if settings.BUILD_BACKEND not in ("sandbox", "codebuild"):
+        raise BuildFailed(
+            f"BUILD_BACKEND is '{settings.BUILD_BACKEND}': it must be 'sandbox' or 'codebuild'."
+        )
+    # A folder the sandbox's uid can reach (the data folder may not be, and must stay out of sight).
+    workdir = sandbox.workdir(f"build-{app.slug}-{sha[:12]}-", root=settings.SANDBOX_DIR or None)
     try:
         return _Build(app=app, sha=sha.lower(), emit=emit, workdir=workdir).run()
     except (OSError, AwsError) as err:
@@ -133,9 +150,9 @@ class _Build:
         self.logged = 0
         self.workdir = workdir
         self.src = workdir / "src"
-        self.home = workdir / "home"
+        self.home = workdir / "home"  # git's, on the worker; the build gets a home of its own
         self.secrets_dir = workdir / "git-auth"
-        for folder in (self.home, self.secrets_dir, workdir / "tmp"):
+        for folder in (self.home, self.secrets_dir):
             folder.mkdir(mode=0o700)
         self.deadline = time.monotonic() + settings.BUILD_TIMEOUT
         credential = (app.git_credential or "").strip()
@@ -277,9 +294,12 @@ class _Build:
             )
         # Nothing the build runs may read the git credential.
         _remove_tree(self.secrets_dir)
-        if self.app.build_command:
-            self.run_build_command(commit, tree)
-        output = self.output_dir()
+        if self.app.build_command and settings.BUILD_BACKEND == "codebuild":
+            output = self.run_on_codebuild(commit, tree)
+        else:
+            if self.app.build_command:
+                self.run_build_command(commit, tree)
+            output = self.output_dir()
         archive = self.workdir / "artifact.zip"
         count, unzipped = zip_tree(
             output, archive, comment=build_comment(tree=tree, recipe=build_recipe(self.app))
@@ -302,14 +322,17 @@ class _Build:
 
     def build_env(self, commit: str, tree: str) -> dict[str, str]:
         """The build command's whole environment: nothing of the control plane's own (no keys,
-        database URL or AWS credentials), only a path, a home, a locale and the commit."""
+        database URL or AWS credentials), only a path, a home, a locale and the commit. (The sandbox
+        adds the proxy variables when the build has network access.)"""
         subject = self.git_output("log", "-1", "--format=%s", commit) or ""
         author = self.git_output("log", "-1", "--format=%an <%ae>", commit) or ""
+        toolchains = [
+            f"{p.rstrip('/')}/bin" for p in settings.SANDBOX_READONLY_PATHS if os.path.isdir(f"{p}/bin")
+        ]
         return {
-            "PATH": os.environ.get("PATH", DEFAULT_PATH),
-            "HOME": str(self.home),
+            "PATH": ":".join([*toolchains, DEFAULT_PATH]),
+            "HOME": sandbox.INSIDE_HOME,
             "LANG": "C.UTF-8",
-            "TMPDIR": str(self.workdir / "tmp"),
             "CI": "true",
             "CONTROLPLANE_APP": self.app.slug,
             "CONTROLPLANE_TEAM": self.app.team.slug,
@@ -321,26 +344,78 @@ class _Build:
             "CONTROLPLANE_COMMIT_AUTHOR": author,
         }
 
+    def limits(self) -> sandbox.Limits:
+        return sandbox.Limits(
+            wall_seconds=self.remaining(),
+            cpu_seconds=settings.BUILD_CPU_SECONDS,
+            memory_bytes=settings.BUILD_MEMORY_MB << 20,
+            processes=settings.BUILD_PROCESSES,
+            disk_bytes=settings.BUILD_DISK_MB << 20,
+        )
+
     def run_build_command(self, commit: str, tree: str) -> None:
+        """Run the build command in the sandbox, on the checkout; raises BuildFailed."""
         command = self.app.build_command
         self.log(EventLevel.INFO, f"$ {command}")
         if self.remaining() <= 0:
             self.fail(f"The build ran past the {settings.BUILD_TIMEOUT} s limit", [])
-        started = time.monotonic()
-        result = run_streaming(
-            ["bash", "-c", command],
-            cwd=self.src,
-            env=self.build_env(commit, tree),
-            timeout=self.remaining(),
-            on_line=lambda line: self.log(EventLevel.INFO, line),
-            redact=self.redact,
-            tail_lines=TAIL_LINES,
+        network = "public" if self.app.build_network else "off"
+        self.log(
+            EventLevel.INFO,
+            "In the build sandbox: network "
+            + ("through its proxy, public addresses only." if self.app.build_network else "off."),
         )
-        if result.timed_out:
-            self.fail(f"The build ran past the {settings.BUILD_TIMEOUT} s limit and was stopped", result.tail)
+        started = time.monotonic()
+        try:
+            result = sandbox.run(
+                ["bash", "-c", command],
+                cwd=CHECKOUT,
+                env=self.build_env(commit, tree),
+                writable=[(self.src, CHECKOUT)],
+                network=network,
+                limits=self.limits(),
+                extra_readonly=settings.SANDBOX_READONLY_PATHS,
+                public_networks=settings.SANDBOX_TREAT_AS_PUBLIC,
+                root=settings.SANDBOX_DIR or None,
+                on_line=lambda line: self.log(EventLevel.INFO, line),
+                tail_lines=TAIL_LINES,
+            )
+        except sandbox.SandboxUnavailable as err:
+            self.fail(
+                f"The build sandbox cannot run on this worker: {err} (or set BUILD_BACKEND=codebuild)", []
+            )
+        tail = [self.redact(line) for line in result.tail]
+        for refused in dict.fromkeys(result.refused):
+            self.log(EventLevel.WARNING, f"The sandbox refused a connection to {refused}")
+        if result.stopped_by == "wall_seconds":
+            self.fail(f"The build ran past the {settings.BUILD_TIMEOUT} s limit and was stopped", tail)
+        if result.stopped:
+            self.fail(f"The build was stopped: it {result.stopped}", tail)
         if result.returncode != 0:
-            self.fail(f"The build command exited with status {result.returncode}", result.tail)
-        self.log(EventLevel.INFO, f"Build command finished in {time.monotonic() - started:.1f} s.")
+            hint = EXIT_HINTS.get(result.returncode, "")
+            self.fail(f"The build command exited with status {result.returncode}{hint}", tail)
+        self.log(
+            EventLevel.INFO,
+            f"Build command finished in {time.monotonic() - started:.1f} s "
+            f"({result.usage.cpu_seconds:.1f} s CPU, {result.usage.max_memory_bytes / artifacts.MB:.0f} MB "
+            "memory at most).",
+        )
+
+    def run_on_codebuild(self, commit: str, tree: str) -> Path:
+        """Build on CodeBuild; returns the folder of its output. Raises BuildFailed."""
+        relative = (self.app.build_output_dir or "").strip().strip("/")
+        if relative and ".." in Path(relative).parts:
+            self.fail(f"build_output_dir '{relative}' is outside the repository", [])
+        self.log(EventLevel.INFO, f"$ {self.app.build_command}")
+        try:
+            return codebuild.run_build(
+                app=self.app, commit=commit, src=self.src, workdir=self.workdir,
+                env=self.build_env(commit, tree), output_dir=relative, deadline=self.deadline,
+                log=self.log, tail_lines=TAIL_LINES,
+            )  # fmt: skip
+        except codebuild.CodeBuildFailed as err:
+            self.fail(err.message, [self.redact(line) for line in err.tail])
+        raise AssertionError("fail() raises")  # pragma: no cover
 
     def output_dir(self) -> Path:
         """The folder to zip: ``build_output_dir`` inside the checkout, or the checkout itself."""

@@ -60,6 +60,8 @@ class App(models.Model):
     health_expected_text = models.CharField(max_length=255, blank=True)
     build_command = models.CharField(max_length=1000, blank=True)
     build_output_dir = models.CharField(max_length=200, blank=True)  # zipped after the build; "" = repo root
+    # Whether the build sandbox may reach public addresses (through its proxy) to fetch dependencies.
+    build_network = models.BooleanField(default=True)
     webhook_secret = EncryptedTextField(default=generate_webhook_secret)
     git_credential = EncryptedTextField(blank=True, default="")  # deploy token for private repos
     created_at = models.DateTimeField(default=timezone.now)

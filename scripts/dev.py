@@ -335,6 +335,30 @@ def _data_dir(env: dict[str, str]) -> str:
 # --- Commands -------------------------------------------------------------------------------
 
 
+def check_sandbox(env: dict[str, str]) -> None:
+    """Say what this machine lacks for the build sandbox (controlplane/sandbox), if anything: every
+    build from git runs in it, so without it builds fail (everything else works)."""
+    if env.get("BUILD_BACKEND", "sandbox") != "sandbox":
+        return
+    # Bare settings: the probe needs no database, keys or data folder.
+    probe = (
+        "import django; from django.conf import settings; settings.configure(); django.setup(); "
+        "from controlplane.sandbox import missing; print('\\n'.join(missing()))"
+    )
+    try:
+        done = subprocess.run(
+            [str(PY), "-c", probe], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
+        problems = done.stdout.strip().splitlines() if done.returncode == 0 else [done.stderr.strip()]
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        problems = [str(exc)]
+    if problems:
+        say("the build sandbox cannot run on this machine, so builds from git will fail:")
+        for problem in problems:
+            say(f"  - {problem}")
+        say("  (install bubblewrap, or build on AWS CodeBuild with BUILD_BACKEND=codebuild; see README)")
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     install()
     emulator = _emulator_url(args)
@@ -349,6 +373,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         fail("--demo deploys to the local regions; it cannot be combined with --real-aws")
     env = app_env(emulator_url=emulator, regions_port=args.regions_port)
     env.setdefault("SITE_URL", f"http://127.0.0.1:{args.port}")  # the links in alerts
+    check_sandbox(env)
     password = setup(env=env)
 
     # AWS first, so the worker's first tasks find it; then the regions that serve what is deployed.
@@ -424,6 +449,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    install()
+    check_sandbox(app_env(emulator_url=_emulator_url(args)))
     return _one("worker", worker_argv(args.concurrency), args)
 
 
@@ -499,6 +526,7 @@ def passthrough(argv: list[str], env: dict[str, str]) -> int:
 
 def cmd_test(rest: list[str]) -> int:
     install()
+    check_sandbox(suite_env())
     code = passthrough([str(PY), "-m", "pytest", *rest], suite_env())
     if code == 5:
         say("pytest collected no tests")

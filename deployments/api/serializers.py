@@ -84,6 +84,7 @@ class AppSerializer(serializers.ModelSerializer):
             "health_expected_text",
             "build_command",
             "build_output_dir",
+            "build_network",
             "stages",
             "regions",
             "webhook_secret",
@@ -207,6 +208,11 @@ class AppUpdateSerializer(StrictSerializer):
     health_expected_text = serializers.CharField(max_length=255, required=False, allow_blank=True)
     build_command = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     build_output_dir = serializers.CharField(max_length=200, required=False, allow_blank=True)
+    build_network = serializers.BooleanField(
+        required=False,
+        help_text="Whether the build may reach public addresses (through the sandbox's proxy) to fetch "
+        "dependencies; never loopback, private or metadata addresses. Default true.",
+    )
     git_credential = serializers.CharField(
         write_only=True,
         required=False,

@@ -37,6 +37,7 @@ APP_FIELDS = (
     "health_expected_text",
     "build_command",
     "build_output_dir",
+    "build_network",
 )
 STAGE_FIELDS = ("branch", "domain", "hosted_zone_id", "rollout", "pinned", "pinned_reason")
 ROLLOUT_KEYS = frozenset({"waves", "bake_s", "on_failure", "canary"})

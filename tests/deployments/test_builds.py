@@ -143,14 +143,22 @@ def test_the_build_never_sees_the_control_planes_secrets(app, repo, monkeypatch,
     assert env["CONTROLPLANE_COMMIT_SHA"] == sha
     assert env["CONTROLPLANE_COMMIT_MESSAGE"] == "Code"
     assert env["CONTROLPLANE_APP"] == "shop"
-    assert env["HOME"] != os.environ.get("HOME") and env["HOME"].startswith(str(settings.DATA_DIR))
+    # Exactly what the README promises (bash adds PWD, SHLVL and _), plus the sandbox's proxy.
+    promised = {
+        "PATH", "HOME", "LANG", "CI", "CONTROLPLANE_APP", "CONTROLPLANE_TEAM", "CONTROLPLANE_REPO_URL",
+        "CONTROLPLANE_COMMIT_SHA", "CONTROLPLANE_COMMIT_SHORT_SHA", "CONTROLPLANE_COMMIT_TREE",
+        "CONTROLPLANE_COMMIT_MESSAGE", "CONTROLPLANE_COMMIT_AUTHOR",
+    }  # fmt: skip
+    proxy = {"HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"}
+    assert set(env) - {"PWD", "SHLVL", "_"} == promised | proxy
+    assert env["HOME"] == "/home/sandbox" != os.environ.get("HOME")
 
 
-def test_a_build_past_the_time_limit_is_killed_with_its_children(app, repo, settings, tmp_path):
+def test_a_build_past_the_time_limit_is_killed_with_its_children(app, repo, settings):
     settings.BUILD_TIMEOUT = 4
-    pidfile = tmp_path / "child.pid"
     sha = repo.commit({"app.py": HANDLER}, "Code")
-    app.build_command = f"sleep 300 & echo $! > {pidfile}; echo started; sleep 300"
+    # Odd durations: the test finds the build's processes among the host's by their command line.
+    app.build_command = "sleep 3017 & setsid sleep 3018 & echo started; sleep 3019"
     app.save()
 
     started = time.monotonic()
@@ -159,17 +167,25 @@ def test_a_build_past_the_time_limit_is_killed_with_its_children(app, repo, sett
 
     assert time.monotonic() - started < 30
     assert "4 s limit" in failure.value.detail and "started" in failure.value.detail
-    child = int(pidfile.read_text())
-    wait_for(lambda: not _alive(child), timeout=10, message="the build's background process to die")
+    wait_for(
+        lambda: not any(_running("sleep", seconds) for seconds in ("3017", "3018", "3019")),
+        timeout=10,
+        message="every process of the build to die",
+    )
 
 
-def _alive(pid: int) -> bool:
-    status = Path(f"/proc/{pid}/status")
-    try:
-        state = next(line for line in status.read_text().splitlines() if line.startswith("State:"))
-    except (FileNotFoundError, ProcessLookupError):
-        return False
-    return "zombie" not in state and " Z" not in state
+def _running(*argv: str) -> bool:
+    """True when a live host process has exactly this command line."""
+    wanted = "\0".join(argv).encode() + b"\0"
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes() == wanted:
+                status = (proc / "status").read_text().splitlines()
+                if not any(line.startswith("State:") and " Z" in line for line in status):
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def test_a_commit_with_a_tree_built_before_reuses_its_artifact(app, repo):
