@@ -300,6 +300,9 @@ LOCAL_REGIONS_IDLE_S = env.float("LOCAL_REGIONS_IDLE_S", default=300.0)
 LOCAL_REGIONS_CLIENT_REGION = env.str("LOCAL_REGIONS_CLIENT_REGION", default="us-east-1")
 # Seconds between the local Route 53 checkers' requests; 0: each health check's RequestInterval.
 LOCAL_REGIONS_CHECK_INTERVAL = env.float("LOCAL_REGIONS_CHECK_INTERVAL", default=0.0)
+# Lambda code runs in controlplane.sandbox (bubblewrap). "off" runs it as plain processes that can
+# see and reach everything the control plane can: only for machines without bubblewrap.
+LOCAL_REGIONS_SANDBOX = env.bool("LOCAL_REGIONS_SANDBOX", default=True)
 # The global URL of a stage with a domain as shown by the API and UI; the dev stack points it at
 # the local regions' global endpoint (http://127.0.0.1:9100/{domain}).
 GLOBAL_ENDPOINT_URL = env.str("GLOBAL_ENDPOINT_URL", default="https://{domain}")

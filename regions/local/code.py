@@ -44,6 +44,7 @@ def unpack(zip_bytes: bytes, target: Path) -> Path:
         raise UnsafeArchive(f"the code is not a zip: {exc}") from exc
     target.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".unpack-", dir=target.parent))
+    os.chmod(scratch, 0o755)  # noqa: S103 - code, not secrets: the sandboxes' uids must read it
     try:
         root = scratch.resolve()
         for info in safe_members(archive):
@@ -51,13 +52,13 @@ def unpack(zip_bytes: bytes, target: Path) -> Path:
             if root not in dest.parents and dest != root:
                 raise UnsafeArchive(f"zip entry {info.filename!r} points outside the function's folder")
             if info.is_dir():
-                dest.mkdir(parents=True, exist_ok=True)
+                dest.mkdir(mode=0o755, parents=True, exist_ok=True)
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
             with archive.open(info) as src, open(dest, "wb") as out:
                 shutil.copyfileobj(src, out)
             mode = (info.external_attr >> 16) & 0o777
-            os.chmod(dest, (mode | 0o400) if mode else 0o644)
+            os.chmod(dest, (mode | 0o444) & 0o755 if mode else 0o644)
         try:
             scratch.rename(target)
         except OSError:  # another unpack of the same version won the race

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controlplane import sandbox
+
 log = logging.getLogger("regions.local")
 
 RUNTIMES = Path(__file__).resolve().parent / "runtimes"
@@ -66,8 +68,9 @@ class Outcome:
 _warned: set[str] = set()
 
 
-def runtime_argv(runtime: str) -> list[str]:
-    """The command that runs a worker of ``runtime``; raises UnknownRuntime."""
+def runtime_argv(runtime: str, runtimes: Path = RUNTIMES) -> list[str]:
+    """The command that runs a worker of ``runtime`` with the bootstraps in ``runtimes``; raises
+    UnknownRuntime."""
     if runtime.startswith("python3"):
         exact = shutil.which(runtime, path=SYSTEM_PATH)  # python3.12 for python3.12, when the machine has it
         python = exact or shutil.which("python3", path=SYSTEM_PATH)
@@ -76,18 +79,47 @@ def runtime_argv(runtime: str) -> list[str]:
         if not exact and runtime not in _warned:
             _warned.add(runtime)
             log.warning("runtime %s: no %s on this machine, running it with %s", runtime, runtime, python)
-        return [python, "-S", "-B", "-u", str(PYTHON_BOOTSTRAP)]
+        return [python, "-S", "-B", "-u", str(runtimes / PYTHON_BOOTSTRAP.name)]
     if runtime.startswith("nodejs"):
         node = shutil.which("node", path=SYSTEM_PATH)
         if not node:
             raise UnknownRuntime(f"no node on this machine for runtime {runtime}")
-        return [node, str(NODE_BOOTSTRAP)]
+        return [node, str(runtimes / NODE_BOOTSTRAP.name)]
     raise UnknownRuntime(f"runtime {runtime!r} is not supported by the local regions (python3.*, nodejs*)")
 
 
-def spawn(argv: list[str], *, env: dict[str, str], cwd: str) -> subprocess.Popen:
+@dataclass(frozen=True)
+class Isolation:
+    """How workers are started: in ``controlplane.sandbox`` (their own namespaces, nothing of the
+    control plane visible or reachable but the AWS emulator's ``loopback_ports``, the function's
+    memory as a limit) or, where bubblewrap is absent and the operator said so, as plain processes."""
+
+    sandboxed: bool = True
+    loopback_ports: tuple[int, ...] = ()
+    runtimes: Path = RUNTIMES  # the bootstraps
+    readonly: tuple[str, ...] = ()  # host folders the workers read (the bootstraps, the code cache)
+    processes: int = 64
+
+
+def spawn(
+    argv: list[str], *, env: dict[str, str], cwd: str, memory_mb: int, isolation: Isolation
+) -> subprocess.Popen | sandbox.SandboxProcess:
     """Start one worker process with pipes on stdin, stdout (frames) and stderr (its log).
     The only place a worker process is made."""
+    if isolation.sandboxed:
+        return sandbox.spawn(
+            argv,
+            cwd=cwd,
+            env=env,
+            readonly=isolation.readonly,
+            network="off",
+            loopback_ports=isolation.loopback_ports,
+            # Lambda's memory setting is the limit of everything in the sandbox.
+            limits=sandbox.Limits(memory_bytes=max(memory_mb, 128) << 20, processes=isolation.processes),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
     return subprocess.Popen(
         argv,
         cwd=cwd,
@@ -150,25 +182,34 @@ class Worker:
     def kill(self) -> None:
         self.dead = True
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                self.proc.kill()
+            if isinstance(self.proc, subprocess.Popen):
+                try:
+                    os.killpg(self.proc.pid, 9)  # its session: whatever the handler started too
+                except (ProcessLookupError, PermissionError):
+                    self.proc.kill()
+            else:
+                self.proc.kill()  # a sandbox ends with everything in it
         if self.writer is not None:
             self.writer.close()
 
     def rss_kb(self) -> int:
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
-                        return int(line.split()[1])
-        except OSError:
-            pass
-        return 0
+        """Resident memory of the worker's process and all below it (a sandbox's init, the
+        interpreter), in KiB."""
+        total, pending = 0, [self.proc.pid]
+        while pending:
+            pid = pending.pop()
+            try:
+                with open(f"/proc/{pid}/status") as status:
+                    total += next((int(x.split()[1]) for x in status if x.startswith("VmRSS:")), 0)
+                for task in os.listdir(f"/proc/{pid}/task"):
+                    with open(f"/proc/{pid}/task/{task}/children") as children:
+                        pending.extend(int(c) for c in children.read().split())
+            except (OSError, ValueError):
+                continue
+        return total
 
 
-def worker_env(spec: FunctionSpec, *, aws_endpoint: str) -> dict[str, str]:
+def worker_env(spec: FunctionSpec, *, aws_endpoint: str, runtimes: Path = RUNTIMES) -> dict[str, str]:
     """What a worker's process sees: the version's env vars, then Lambda's own (which a function
     cannot override), and nothing of this process's environment."""
     family = "python" if spec.runtime.startswith("python") else "nodejs"
@@ -179,8 +220,9 @@ def worker_env(spec: FunctionSpec, *, aws_endpoint: str) -> dict[str, str]:
             "LANG": "C.UTF-8",
             "TZ": ":UTC",
             "HOME": "/tmp",  # noqa: S108 - as on Lambda, where /tmp is the only writable place
+            "TMPDIR": "/tmp",  # noqa: S108
             "LAMBDA_TASK_ROOT": spec.code_dir,
-            "LAMBDA_RUNTIME_DIR": str(RUNTIMES),
+            "LAMBDA_RUNTIME_DIR": str(runtimes),
             "_HANDLER": spec.handler,
             "AWS_REGION": spec.region,
             "AWS_DEFAULT_REGION": spec.region,
@@ -216,17 +258,21 @@ class Pool:
         idle_s: float,
         aws_endpoint: str,
         emit: Callable[[FunctionSpec, str], None],
-        spawner: Callable[..., subprocess.Popen] = spawn,
+        isolation: Isolation,
     ) -> None:
         self.max_workers, self.idle_s, self.aws_endpoint = max_workers, idle_s, aws_endpoint
-        self.emit, self.spawner = emit, spawner
+        self.emit, self.isolation = emit, isolation
         self.idle: dict[tuple, list[Worker]] = {}
         self.count = 0  # idle + busy + starting
         self.freed = asyncio.Condition()
 
     async def _new_worker(self, spec: FunctionSpec) -> tuple[Worker, dict]:
-        argv = runtime_argv(spec.runtime)
-        proc = self.spawner(argv, env=worker_env(spec, aws_endpoint=self.aws_endpoint), cwd=spec.code_dir)
+        argv = runtime_argv(spec.runtime, self.isolation.runtimes)
+        env = worker_env(spec, aws_endpoint=self.aws_endpoint, runtimes=self.isolation.runtimes)
+        try:
+            proc = spawn(argv, env=env, cwd=spec.code_dir, memory_mb=spec.memory_mb, isolation=self.isolation)
+        except (OSError, sandbox.SandboxUnavailable) as exc:
+            raise RuntimeError(f"the worker could not be started: {exc}") from None
         worker = Worker(spec, proc)
         try:
             first = await worker.connect(lambda line: self.emit(spec, line))

@@ -9,13 +9,14 @@ import asyncio
 import json
 import logging
 import random
+import shutil
 import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlparse
 
 import httptools
 
@@ -25,7 +26,7 @@ from regions.aws.session import AwsError
 from . import events, faults, rtt
 from .code import UnsafeArchive, unpack
 from .events import Request
-from .pool import FunctionSpec, Pool, UnknownRuntime, spawn
+from .pool import RUNTIMES, FunctionSpec, Isolation, Pool, UnknownRuntime
 
 log = logging.getLogger("regions.local")
 
@@ -49,7 +50,10 @@ class Config:
     client_region: str = "us-east-1"
     check_interval_s: float = 0.0  # 0: each health check's own RequestInterval
     account_id: str = "123456789012"
-    spawner: object = spawn
+    sandboxed: bool = True
+    # Where versions are unpacked and the bootstraps copied: a folder the sandboxes' uids can read
+    # (``controlplane.sandbox.workdir()``); the data folder when not sandboxed.
+    code_root: Path | None = None
 
 
 class Cache:
@@ -116,15 +120,27 @@ class LocalRegions:
         self.servers: dict[str, asyncio.base_events.Server] = {}
         self.connections: dict[str, set] = {}
         self.logs: dict[tuple, object] = {}
+        self.code_dir = config.code_root or (config.data_dir / "code")
+        self.log_dir = config.data_dir / "logs"
+        aws_port = urlparse(config.aws_endpoint).port if config.aws_endpoint else None
+        runtimes = RUNTIMES
+        if config.code_root is not None:
+            runtimes = config.code_root / "_runtimes"
+            shutil.copytree(
+                RUNTIMES, runtimes, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__")
+            )
         self.pool = Pool(
             max_workers=config.max_workers,
             idle_s=config.idle_s,
             aws_endpoint=config.aws_endpoint,
             emit=self.emit,
-            spawner=config.spawner,
+            isolation=Isolation(
+                sandboxed=config.sandboxed,
+                loopback_ports=(aws_port,) if aws_port else (),
+                runtimes=runtimes,
+                readonly=tuple(dict.fromkeys((str(runtimes), str(self.code_dir)))),
+            ),
         )
-        self.code_dir = config.data_dir / "code"
-        self.log_dir = config.data_dir / "logs"
 
     # --- AWS reads (blocking boto3 calls on a thread pool) -------------------------------------
 
@@ -448,6 +464,7 @@ class LocalRegions:
 
     def status(self) -> dict:
         return {
+            "sandboxed": self.config.sandboxed,
             "regions": {
                 code: f"http://{self.config.host}:{port}" for code, port in self.config.ports.items()
             },
