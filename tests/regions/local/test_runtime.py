@@ -5,6 +5,8 @@ workers, Node handlers, canary weights, bad input and faults."""
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import zipfile
 from collections import Counter
 from pathlib import Path
@@ -300,3 +302,70 @@ def test_faults_down_error_slow_flaky_hang_and_their_expiry(moto_server, regions
     assert regions.status()["down"] == ["us-west-2"]
     wait_for(lambda: not regions.status()["down"], timeout=10, message="the fault to expire")
     assert call(regions, api, "/", region="us-west-2").text == "ok"
+
+
+SNOOP = """
+import json, os, socket, urllib.error, urllib.request
+def handler(event, context):
+    procs = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            procs.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode())
+        except OSError:
+            pass
+    reach = {}
+    for port in json.loads(os.environ["PORTS"]):
+        sock = socket.socket()
+        sock.settimeout(1)
+        try:
+            sock.connect(("127.0.0.1", port))
+            reach[port] = True
+        except OSError:
+            reach[port] = False
+        finally:
+            sock.close()
+    try:
+        urllib.request.urlopen(os.environ["AWS_ENDPOINT_URL"] + "/moto-api/", timeout=5)
+        aws = "reached"
+    except urllib.error.HTTPError:
+        aws = "reached"
+    except OSError as exc:
+        aws = repr(exc)
+    files = {path: os.path.exists(path) for path in json.loads(os.environ["PATHS"])}
+    return {"body": json.dumps({"procs": procs, "reach": reach, "aws": aws, "files": files})}
+"""
+
+
+def test_lambda_code_sees_nothing_of_the_control_plane_and_reaches_only_the_aws_emulator(
+    moto_server, regions
+):
+    """The function hunts for the control plane: its processes, files, web server (a listener
+    standing in for it, and the local regions' own port), database and broker. It finds none
+    and reaches only the AWS emulator."""
+    import socket
+
+    from tests.support.processes import ROOT
+
+    listener = socket.create_server(("127.0.0.1", 0))  # the web server's stand-in
+    ports = [listener.getsockname()[1], regions.base, regions.ports["us-east-1"]]
+    for url in (os.environ.get("DATABASE_URL", ""), os.environ.get("REDIS_URL", "")):
+        if url:
+            ports.append(httpx.URL(url).port or (5432 if url.startswith("postgres") else 6379))
+    paths = [str(ROOT / "controlplane" / "settings.py"), str(settings.DATA_DIR), "/etc/shadow", "/root"]
+    api = publish_function(
+        moto_server, REGION, "snoop", zip_of({"app.py": SNOOP}),
+        env={"PORTS": json.dumps(ports), "PATHS": json.dumps(paths)}, timeout=20,
+    )  # fmt: skip
+    try:
+        response = call(regions, api, "/")
+    finally:
+        listener.close()
+    assert response.status_code == 200, regions.log()[-2000:]
+    found = response.json()
+    assert found["aws"] == "reached"
+    assert found["reach"] == dict.fromkeys(map(str, ports), False)
+    assert found["files"] == dict.fromkeys(paths, False)
+    commands = " | ".join(found["procs"])
+    assert "python" in commands  # it sees itself...
+    for hint in ("manage.py", "celery", "pytest", "local_regions", "moto"):
+        assert hint not in commands  # ...and nothing of the control plane
