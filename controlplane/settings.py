@@ -297,6 +297,21 @@ ENDPOINT_RESOLVER = env.str("ENDPOINT_RESOLVER", default="regions.endpoints.aws_
 # sees them too: {"<region>": url, "<app>/<stage>/<region>": url, "<team>/<app>/<stage>/<region>": url};
 # the most specific key wins. Tests and benchmarks point regions at local servers with it.
 ENDPOINT_OVERRIDES: dict = env.json("ENDPOINT_OVERRIDES", default={})
+# The local regions (regions/local/: the dev stack runs deployed code on this machine). The dev
+# stack and the tests set ENDPOINT_RESOLVER=regions.local.endpoints.local_endpoint.
+LOCAL_REGIONS_HOST = env.str("LOCAL_REGIONS_HOST", default="127.0.0.1")
+LOCAL_REGIONS_PORT = env.int("LOCAL_REGIONS_PORT", default=9100)  # regions: the next 34 ports
+LOCAL_REGIONS_MAX_WORKERS = env.int("LOCAL_REGIONS_MAX_WORKERS", default=32)
+LOCAL_REGIONS_IDLE_S = env.float("LOCAL_REGIONS_IDLE_S", default=300.0)
+LOCAL_REGIONS_CLIENT_REGION = env.str("LOCAL_REGIONS_CLIENT_REGION", default="us-east-1")
+# Seconds between the local Route 53 checkers' requests; 0: each health check's RequestInterval.
+LOCAL_REGIONS_CHECK_INTERVAL = env.float("LOCAL_REGIONS_CHECK_INTERVAL", default=0.0)
+# Lambda code runs in controlplane.sandbox (bubblewrap). "off" runs it as plain processes that can
+# see and reach everything the control plane can: only for machines without bubblewrap.
+LOCAL_REGIONS_SANDBOX = env.bool("LOCAL_REGIONS_SANDBOX", default=True)
+# The global URL of a stage with a domain as shown by the API and UI; the dev stack points it at
+# the local regions' global endpoint (http://127.0.0.1:9100/{domain}).
+GLOBAL_ENDPOINT_URL = env.str("GLOBAL_ENDPOINT_URL", default="https://{domain}")
 HEALTH_PROBE_CONCURRENCY = env.int("HEALTH_PROBE_CONCURRENCY", default=200)
 HEALTH_ROUTE53_INTERVAL = env.float("HEALTH_ROUTE53_INTERVAL", default=60.0)
 HEALTH_URL_PATH = "/apps/{app}/health/"  # where alert links send people (SITE_URL + this)

@@ -6,6 +6,7 @@ from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from controlplane.access import Principal
 from controlplane.errors import DomainError, NotFound
+from regions.endpoints import api_root, resolve_endpoint
 from regions.models import AppRegion, StagePlacement
 
 from .choices import DeploymentStatus
@@ -70,13 +71,16 @@ def region_summaries(app: App) -> list[dict]:
     out = []
     for placement in app.placements.all():
         stages = list(placement.stages.all())
+        endpoints = {sp.pk: resolve_endpoint(sp) or None for sp in stages}
         healths = {sp.health_status for sp in stages}
         health = next((h for h in ("down", "unknown", "up") if h in healths), "unknown")
         out.append(
             {
                 "region": placement.region.code,
                 "endpoint": (
-                    f"https://{placement.rest_api_id}.execute-api.{placement.region.code}.amazonaws.com"
+                    api_root(next(e for e in endpoints.values() if e))
+                    if any(endpoints.values())
+                    else f"https://{placement.rest_api_id}.execute-api.{placement.region.code}.amazonaws.com"
                     if placement.rest_api_id
                     else None
                 ),
@@ -85,7 +89,7 @@ def region_summaries(app: App) -> list[dict]:
                 "stages": {
                     sp.stage.name: {
                         "version": sp.version or None,
-                        "endpoint": sp.endpoint_url or None,
+                        "endpoint": endpoints[sp.pk],
                         "health": sp.health_status,
                     }
                     for sp in stages

@@ -23,6 +23,7 @@ from django.views.decorators.http import require_GET, require_POST
 from controlplane.access import Principal, principal_for, require
 from controlplane.choices import Role
 from controlplane.errors import DomainError, Forbidden, NotFound
+from regions.endpoints import global_endpoint, resolve_endpoint
 from regions.health import probe_lease
 from regions.selectors import app_health, worst_status
 
@@ -212,6 +213,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
         stage_rows.append(
             {
                 "stage": stage,
+                "global_url": safe_url(global_endpoint(stage.domain)),
                 "release": release,
                 "commit": commit_of(release) if release else None,
                 "rollback_to": previous_release(stage=stage) if release else None,
@@ -230,7 +232,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
                         "name": sp.stage.name,
                         "version": sp.version,
                         "health": sp.health_status if sp.live else "",
-                        "endpoint": safe_url(sp.endpoint_url),
+                        "endpoint": safe_url(resolve_endpoint(sp)),
                         "last_probe_at": _probe_time(sp.last_probe_at),
                     }
                     for sp in sps

@@ -49,6 +49,16 @@ def resolve_endpoint(stage_placement: StagePlacement) -> str:
     return (_resolver(settings.ENDPOINT_RESOLVER)(stage_placement) or "").rstrip("/")
 
 
+def global_endpoint(domain: str) -> str:
+    """The URL a stage's domain answers at (``GLOBAL_ENDPOINT_URL``), or ``""`` without a domain."""
+    return settings.GLOBAL_ENDPOINT_URL.format(domain=domain) if domain else ""
+
+
+def api_root(endpoint: str) -> str:
+    """A regional REST API's URL without its stage, from a stage's endpoint."""
+    return endpoint.rsplit("/", 1)[0] if endpoint.count("/") > 2 else endpoint
+
+
 def health_url(stage_placement: StagePlacement) -> str:
     """The URL a probe requests: the endpoint plus the app's health path (``""`` without an
     endpoint)."""

@@ -5,7 +5,8 @@
     python3 scripts/dev.py test      # venv + deps, then the whole test suite (pytest args pass through)
 
 Other commands: install (venv + deps only), setup (install + migrate + demo team), web, worker, beat,
-shell, manage <args>, lint, bench [name] [args]. Only the standard library is used here, because this
+regions (the local regions alone), fault (inject or clear a fault in a local region), shell,
+manage <args>, lint, bench [name] [args]. Only the standard library is used here, because this
 file is what creates the environment everything else needs.
 
 Everything runs on embedded defaults (SQLite and a filesystem broker in the data folder, a moto
@@ -45,6 +46,9 @@ DUMMY_AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
 # or the test suite.
 AWS_OVERRIDES = ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL")
 
+# The local regions: global endpoints and the admin API here, each region on one of the next 34 ports.
+REGIONS_PORT = 9100
+REGION_COUNT = 34
 STOP_TIMEOUT = 15.0
 READY_TIMEOUT = 90.0
 
@@ -89,10 +93,12 @@ def install() -> None:
     STAMP.write_text(_wanted_stamp())
 
 
-def app_env(*, emulator_url: str | None) -> dict[str, str]:
+def app_env(*, emulator_url: str | None, regions_port: int = REGIONS_PORT) -> dict[str, str]:
     """The environment for web, worker, beat and management commands.
 
-    With ``emulator_url``, AWS calls go to that moto server with dummy credentials.
+    With ``emulator_url``, AWS calls go to that moto server with dummy credentials, and the
+    deployed code is served by the local regions on ``regions_port``: the endpoint resolver points
+    probes, verify and the URLs shown at them (loopback http, so private http URLs are allowed).
     """
     env = dict(os.environ)
     env["DJANGO_SETTINGS_MODULE"] = "controlplane.settings"
@@ -101,6 +107,11 @@ def app_env(*, emulator_url: str | None) -> dict[str, str]:
         env = _with_dummy_aws(env)
         env["AWS_ENDPOINT_URL"] = emulator_url
         env.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+        env["ENDPOINT_RESOLVER"] = "regions.local.endpoints.local_endpoint"
+        env["LOCAL_REGIONS_PORT"] = str(regions_port)
+        env["GLOBAL_ENDPOINT_URL"] = f"http://127.0.0.1:{regions_port}/{{domain}}"
+        env.setdefault("ALLOW_PRIVATE_URLS", "true")
+        env.setdefault("ALLOW_HTTP_URLS", "true")
     return env
 
 
@@ -250,9 +261,10 @@ def _raise_stop(signum, frame) -> None:
     raise Stop(signal.Signals(signum).name)
 
 
-def supervise(children: list[Child], *, ready_url: str | None, banner: str) -> int:
+def supervise(children: list[Child], *, ready_url: str | None, banner: str, when_ready=None) -> int:
     """Start ``children`` in order and run until Ctrl-C/SIGTERM (returns 0) or until one of them
-    exits (returns 1); then stop them all. The banner is printed once ``ready_url`` answers 200."""
+    exits (returns 1); then stop them all. The banner is printed once ``ready_url`` answers 200,
+    and ``when_ready`` (if any) is then started on a thread of its own."""
     signal.signal(signal.SIGINT, _raise_stop)
     signal.signal(signal.SIGTERM, _raise_stop)
     code = 0
@@ -272,6 +284,8 @@ def supervise(children: list[Child], *, ready_url: str | None, banner: str) -> i
             if not ready and healthz(ready_url):
                 ready = True
                 print(banner, flush=True)
+                if when_ready:
+                    threading.Thread(target=when_ready, daemon=True).start()
             elif not ready and time.monotonic() - started > READY_TIMEOUT:
                 say(f"still waiting for {ready_url} after {READY_TIMEOUT:.0f}s")
                 started = time.monotonic()
@@ -302,6 +316,10 @@ def beat_argv() -> list[str]:
 
 def web_argv(port: int) -> list[str]:
     return [str(PY), "manage.py", "runserver", f"127.0.0.1:{port}"]
+
+
+def regions_argv(port: int) -> list[str]:
+    return [str(PY), "manage.py", "local_regions", "--port", str(port)]
 
 
 def moto_argv(port: int) -> list[str]:
@@ -346,15 +364,27 @@ def check_sandbox(env: dict[str, str]) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     install()
     emulator = _emulator_url(args)
-    for port, flag in [(args.port, "--port")] + ([] if args.real_aws else [(args.moto_port, "--moto-port")]):
+    ports = [(args.port, "--port")]
+    if not args.real_aws:
+        ports += [(args.moto_port, "--moto-port")]
+        ports += [(args.regions_port + i, "--regions-port") for i in range(REGION_COUNT + 1)]
+    for port, flag in ports:
         if not port_free(port):
             fail(f"port {port} on 127.0.0.1 is in use; choose another with {flag}")
-    env = app_env(emulator_url=emulator)
+    if args.demo and args.real_aws:
+        fail("--demo deploys to the local regions; it cannot be combined with --real-aws")
+    env = app_env(emulator_url=emulator, regions_port=args.regions_port)
+    env.setdefault("SITE_URL", f"http://127.0.0.1:{args.port}")  # the links in alerts
     check_sandbox(env)
     password = setup(env=env)
 
-    # AWS first, so the worker's first tasks find it.
-    children = [Child("moto", moto_argv(args.moto_port), env, port=args.moto_port)] if emulator else []
+    # AWS first, so the worker's first tasks find it; then the regions that serve what is deployed.
+    children = []
+    if emulator:
+        children += [
+            Child("moto", moto_argv(args.moto_port), env, port=args.moto_port),
+            Child("regions", regions_argv(args.regions_port), env, port=args.regions_port),
+        ]
     children += [
         Child("worker", worker_argv(args.concurrency), env),
         Child("beat", beat_argv(), env),
@@ -377,12 +407,29 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"  API docs    {site}/api/docs/   (schema: {site}/api/schema/)",
             f"  Health      {site}/healthz",
             f"  AWS         {emulator + ' (moto server, in memory)' if emulator else 'real AWS'}",
+            *(
+                [
+                    f"  Regions     http://127.0.0.1:{args.regions_port}/_status   (the local regions: "
+                    "deployed code runs here; faults: python3 scripts/dev.py fault)"
+                ]  # fmt: skip
+                if emulator
+                else []
+            ),
             f"  Data        {_data_dir(env)}",
             f"  API token   python3 scripts/dev.py manage create_api_token --team {DEMO_TEAM}",
             "",
         ]
     )
-    return supervise(children, ready_url=f"{site}/healthz", banner=banner)
+    demo = (lambda: run_demo(env, site)) if args.demo else None
+    return supervise(children, ready_url=f"{site}/healthz", banner=banner, when_ready=demo)
+
+
+def run_demo(env: dict[str, str], site: str) -> None:
+    """Deploy the demo app through the API (``up --demo``), its output prefixed ``demo``."""
+    demo = Child("demo", [str(PY), "manage.py", "local_regions_demo", "--site", site], env).start()
+    assert demo.proc is not None
+    if demo.proc.wait() != 0:
+        say("the demo did not finish (see its output above); the stack keeps running")
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
@@ -411,6 +458,61 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_beat(args: argparse.Namespace) -> int:
     return _one("beat", beat_argv(), args)
+
+
+def cmd_regions(args: argparse.Namespace) -> int:
+    if args.real_aws:
+        fail("the local regions serve what is deployed to the local AWS; drop --real-aws")
+    install()
+    env = app_env(emulator_url=_emulator_url(args), regions_port=args.regions_port)
+    return supervise([Child("regions", regions_argv(args.regions_port), env)], ready_url=None, banner="")
+
+
+def _seconds(text: str) -> float:
+    """``90``, ``90s``, ``2m``, ``1h`` as seconds."""
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([smh]?)", text.strip())
+    if not match:
+        fail(f"--for {text!r}: give a duration like 60s, 2m or 1h")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    """``fault <region> <mode> [--for 60s]``, ``fault clear [region]``, ``fault list``."""
+    import json
+
+    base = f"http://127.0.0.1:{args.regions_port}/_faults"
+    if args.target == "list":
+        request = urllib.request.Request(base)
+    elif args.target == "clear":
+        query = f"?region={args.mode}" if args.mode else ""
+        request = urllib.request.Request(base + query, method="DELETE")  # noqa: S310 - loopback http
+    else:
+        if not args.mode:
+            fail("give a mode: down, error, slow, hang or flaky (e.g. fault eu-west-1 down --for 60s)")
+        fault = {
+            "region": args.target, "mode": args.mode, "app": args.app, "stage": args.stage,
+            "ms": args.ms, "percent": args.percent, "for_s": _seconds(args.for_) if args.for_ else 0,
+        }  # fmt: skip
+        request = urllib.request.Request(
+            base, data=json.dumps(fault).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - our own loopback URL
+            answer = json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        fail(json.loads(exc.read() or b"{}").get("detail") or str(exc))
+    except OSError as exc:
+        fail(f"the local regions do not answer on port {args.regions_port} ({exc}); is `dev.py up` running?")
+    if args.target == "list":
+        for fault in answer["faults"] or [{}]:
+            say(json.dumps(fault) if fault else "no faults")
+    elif args.target == "clear":
+        say(f"cleared {len(answer['cleared'])} fault(s)")
+    else:
+        until = f" for {answer['expires_in_s']:.0f}s" if answer.get("expires_in_s") else " until cleared"
+        narrowed = f" ({answer['app']} {answer['stage']})".rstrip() if answer.get("app") else ""
+        say(f"{answer['region']}{narrowed} is now {answer['mode']}{until}")
+    return 0
 
 
 def passthrough(argv: list[str], env: dict[str, str]) -> int:
@@ -493,6 +595,7 @@ def main(argv: list[str]) -> int:
         ("web", cmd_web, "the web server only"),
         ("worker", cmd_worker, "a Celery worker only"),
         ("beat", cmd_beat, "Celery beat only"),
+        ("regions", cmd_regions, "the local regions only (needs the moto server that up runs)"),
     ]:
         p = sub.add_parser(name, help=help_)
         p.set_defaults(func=func)
@@ -506,6 +609,34 @@ def main(argv: list[str]) -> int:
             action="store_true",
             help="no moto server: AWS calls use the usual boto3 credential chain",
         )
+        p.add_argument(
+            "--regions-port",
+            type=int,
+            default=REGIONS_PORT,
+            help=f"local regions' base port (default {REGIONS_PORT}; the regions on the next {REGION_COUNT})",
+        )
+        if name == "up":
+            p.add_argument(
+                "--demo",
+                action="store_true",
+                help="deploy a demo app to three local regions through the API and say what to try",
+            )
+    fault = sub.add_parser("fault", help="inject a fault into a local region, or clear faults")
+    fault.set_defaults(func=cmd_fault)
+    fault.add_argument("target", help="a region code, 'clear' or 'list'")
+    fault.add_argument(
+        "mode", nargs="?", default="", help="down | error | slow | hang | flaky (after clear: a region)"
+    )
+    fault.add_argument(
+        "--for", dest="for_", default="", help="how long, e.g. 60s or 2m (default: until cleared)"
+    )
+    fault.add_argument("--app", default="", help="narrow the fault to one app")
+    fault.add_argument("--stage", default="", help="narrow it further to one stage of that app")
+    fault.add_argument("--ms", type=int, default=0, help="slow: milliseconds added (default 2000)")
+    fault.add_argument(
+        "--percent", type=float, default=0, help="flaky: share of requests failing (default 50)"
+    )
+    fault.add_argument("--regions-port", type=int, default=REGIONS_PORT)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -25,6 +25,7 @@ if os.environ.get("CONTROLPLANE_TEST_WORKER"):
     # A worker process started by the suite uses the suite's test database.
     DATABASES["default"]["NAME"] = DATABASES["default"]["TEST"]["NAME"]
 
-CELERY_TASK_DEFAULT_QUEUE = f"controlplane-test-{RUN_ID}"
+# A worker started for one test module may read a queue of its own (CONTROLPLANE_TEST_QUEUE).
+CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CONTROLPLANE_TEST_QUEUE") or f"controlplane-test-{RUN_ID}"
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

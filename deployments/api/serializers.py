@@ -11,6 +11,7 @@ from deployments.choices import LAMBDA_RUNTIMES
 from deployments.models import App, EnvVar, Stage, slug_validator, stage_name_validator
 from deployments.selectors import region_summaries
 from regions.catalog import validate_region_code
+from regions.endpoints import global_endpoint, resolve_endpoint
 from regions.models import Region
 
 # --- Output -----------------------------------------------------------------------------------
@@ -121,6 +122,10 @@ class WebhookSecretSerializer(serializers.Serializer):
 class StageSerializer(serializers.ModelSerializer):
     app = serializers.SlugRelatedField(slug_field="slug", read_only=True)
     regions = serializers.SerializerMethodField()
+    global_url = serializers.SerializerMethodField(
+        help_text="Where the stage's domain answers (latency-routed to the nearest healthy region); "
+        "null without a domain."
+    )
 
     class Meta:
         model = Stage
@@ -129,6 +134,7 @@ class StageSerializer(serializers.ModelSerializer):
             "app",
             "branch",
             "domain",
+            "global_url",
             "hosted_zone_id",
             "rollout",
             "pinned",
@@ -139,13 +145,16 @@ class StageSerializer(serializers.ModelSerializer):
         ]
         read_only_fields = fields
 
+    def get_global_url(self, stage: Stage) -> str | None:
+        return global_endpoint(stage.domain) or None
+
     @extend_schema_field(StageRegionSerializer(many=True))
     def get_regions(self, stage: Stage) -> list[dict]:
         return [
             {
                 "region": sp.placement.region.code,
                 "version": sp.version or None,
-                "endpoint": sp.endpoint_url or None,
+                "endpoint": resolve_endpoint(sp) or None,
                 "health": sp.health_status,
             }
             for sp in stage.placements.all()

@@ -1,0 +1,173 @@
+"""The local regions (``manage.py local_regions``) as a real process for tests, on a free block of
+loopback ports, reading the session's moto server; and a Lambda function plus REST API made in
+moto directly, for tests that need no deploy."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import httpx
+from django.conf import settings
+
+from regions.local.endpoints import region_ports
+
+from .deploys import boto
+from .processes import ROOT, wait_for
+
+PORT_RANGE = (22000, 22999)
+
+
+def free_port_block(size: int, *, start: int = PORT_RANGE[0], stop: int = PORT_RANGE[1]) -> int:
+    """The first port of ``size`` consecutive free loopback ports in [start, stop]."""
+    base = start + (os.getpid() * 7) % 400  # two runs at once rarely pick the same block
+    while base + size <= stop:
+        taken = False
+        for port in range(base, base + size):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    taken = True
+                    break
+        if not taken:
+            return base
+        base += size
+    raise RuntimeError(f"no {size} free ports in {start}-{stop}")
+
+
+class LocalRegionsProcess:
+    def __init__(self, *, aws_url: str, env: dict[str, str] | None = None) -> None:
+        self.base = free_port_block(len(region_ports(0)) + 1)
+        self.ports = region_ports(self.base)
+        self.aws_url = aws_url
+        self.extra_env = env or {}
+        self.log_path = Path(settings.DATA_DIR) / f"local-regions-{self.base}.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.base}"
+
+    def region_url(self, region: str) -> str:
+        return f"http://127.0.0.1:{self.ports[region]}"
+
+    def start(self) -> LocalRegionsProcess:
+        env = {
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "tests.settings",
+            "PYTHONUNBUFFERED": "1",
+            "AWS_ENDPOINT_URL": self.aws_url,
+            "LOCAL_REGIONS_CHECK_INTERVAL": "0.5",
+            **self.extra_env,
+        }
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "local_regions", "--port", str(self.base)],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        wait_for(self._ready, timeout=30, interval=0.1, message="the local regions to listen")
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the local regions exited:\n{self.log()}")
+        try:
+            return httpx.get(self.url + "/_status", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_log(self, *needles: str, timeout: float = 10) -> str:
+        """The output once it holds every one of ``needles``."""
+
+        def found():
+            text = self.log()
+            return text if all(n in text for n in needles) else None
+
+        return wait_for(found, timeout=timeout, message=f"{needles} in the local regions' output")
+
+    def status(self) -> dict:
+        return httpx.get(self.url + "/_status", timeout=5).json()
+
+    def fault(self, **fault) -> dict:
+        response = httpx.post(self.url + "/_faults", json=fault, timeout=5)
+        assert response.status_code == 201, response.text
+        return response.json()
+
+    def clear(self, region: str = "") -> None:
+        httpx.delete(self.url + "/_faults", params={"region": region} if region else None, timeout=5)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def zip_of(files: dict[str, str], *, raw: list[tuple[zipfile.ZipInfo, bytes]] = ()) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, body in files.items():
+            zf.writestr(name, body)
+        for info, data in raw:
+            zf.writestr(info, data)
+    return buf.getvalue()
+
+
+def publish_function(
+    aws, region: str, name: str, code: bytes, *, handler: str = "app.handler", runtime: str = "python3.12",
+    env: dict | None = None, timeout: int = 3, stage: str = "live",
+) -> str:  # fmt: skip
+    """A function with one published version behind alias ``stage`` and a REST API stage whose
+    ``{proxy+}`` invokes it, made in moto as the deploy engine makes them. Returns the API id."""
+    s3, lam, api = boto("s3", region, aws), boto("lambda", region, aws), boto("apigateway", region, aws)
+    bucket = f"code-{region}"
+    kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    try:
+        s3.create_bucket(Bucket=bucket, **kwargs)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    key = f"artifacts/{name}/{hashlib.sha256(code).hexdigest()}.zip"
+    s3.put_object(Bucket=bucket, Key=key, Body=code)
+    iam = boto("iam", region, aws)
+    try:
+        role = iam.get_role(RoleName="lambda-local")["Role"]["Arn"]
+    except iam.exceptions.NoSuchEntityException:
+        role = iam.create_role(RoleName="lambda-local", AssumeRolePolicyDocument=json.dumps({}))["Role"][
+            "Arn"
+        ]
+    lam.create_function(
+        FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=timeout,
+        Code={"S3Bucket": bucket, "S3Key": key}, Environment={"Variables": env or {}},
+    )  # fmt: skip
+    version = lam.publish_version(FunctionName=name)["Version"]
+    lam.create_alias(FunctionName=name, Name=stage, FunctionVersion=version)
+    rest = api.create_rest_api(name=name)["id"]
+    root = api.get_resources(restApiId=rest)["items"][0]["id"]
+    proxy = api.create_resource(restApiId=rest, parentId=root, pathPart="{proxy+}")["id"]
+    account = boto("sts", region, aws).get_caller_identity()["Account"]
+    uri = (
+        f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/arn:aws:lambda:{region}:{account}"
+        f":function:{name}:${{stageVariables.alias}}/invocations"
+    )
+    for resource in (root, proxy):
+        api.put_method(restApiId=rest, resourceId=resource, httpMethod="ANY", authorizationType="NONE")
+        api.put_integration(
+            restApiId=rest, resourceId=resource, httpMethod="ANY", type="AWS_PROXY",
+            integrationHttpMethod="POST", uri=uri,
+        )  # fmt: skip
+    api.create_deployment(restApiId=rest, stageName=stage, variables={"alias": stage})
+    return rest
