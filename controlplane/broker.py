@@ -1,0 +1,39 @@
+"""The embedded default's broker: kombu's filesystem transport with messages written atomically.
+
+kombu's own ``_put`` creates the message file in the queue folder and then writes it, and its
+``_get`` takes any file it finds there without a lock: under load a consumer can take a file that
+is still empty and die on it (``JSONDecodeError``, an unrecoverable worker error). Here a message
+is written under a name no consumer looks at and renamed into place once complete, so a consumer
+only ever sees whole messages. Selected by ``CELERY_BROKER_TRANSPORT`` when ``REDIS_URL`` is unset.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from time import monotonic
+
+from kombu.exceptions import ChannelError
+from kombu.transport import filesystem
+from kombu.utils.encoding import str_to_bytes
+from kombu.utils.json import dumps
+
+
+class Channel(filesystem.Channel):
+    def _put(self, queue, payload, **kwargs):
+        """Put ``payload`` on ``queue``: written to a hidden file, then renamed into the folder
+        (atomic on one filesystem). The name keeps kombu's ``<ms>_<uuid>.<queue>.msg`` order."""
+        name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
+        final = os.path.join(self.data_folder_out, name)
+        # A consumer takes only names whose text after the first dot is "<queue>.msg".
+        partial = os.path.join(self.data_folder_out, f".partial-{name}")
+        try:
+            with open(partial, "wb", buffering=0) as f:
+                f.write(str_to_bytes(dumps(payload)))
+            os.replace(partial, final)
+        except OSError as exc:
+            raise ChannelError(f"Cannot add file {final!r} to directory") from exc
+
+
+class Transport(filesystem.Transport):
+    Channel = Channel
