@@ -15,35 +15,14 @@ from deployments.choices import DeploymentStatus, RegionStatus
 from deployments.models import RegionDeployment
 from deployments.services.deployments import cancel_deployment
 from regions.health import run_probe_round
-from tests.support.deploys import boto
 
 from . import test_engine_support as support
 from .conftest import REGIONS
-from .test_engine_support import new_deployment, principal_for, status_of
+from .test_engine_support import V2, alias_of, new_deployment, principal_for, status_of, versions
 
-broker, engine = support.broker, support.engine  # fixtures
+broker, engine, v1 = support.broker, support.engine, support.v1  # fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-# Other code than the first deploy's, so Lambda publishes a new version.
-V2 = "def handler(event, context):\n    return {'statusCode': 202}\n"
-
-
-def _alias(app, aws, code: str) -> tuple[str, dict]:
-    alias = boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name="production")
-    return alias["FunctionVersion"], (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
-
-
-def _versions(deployment) -> dict[str, str]:
-    return {rd.region.code: rd.version for rd in deployment.regions.select_related("region")}
-
-
-@pytest.fixture
-def v1(app_3_regions, engine):
-    first = new_deployment(app_3_regions)
-    engine.deliver()
-    assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
-    return first
 
 
 def _with_canary(app, percent: int = 20, bake_s: int = 600):
@@ -69,10 +48,10 @@ def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions,
     _with_canary(app_3_regions, percent=20)
     second = _baking(app_3_regions, engine)
 
-    old, new = _versions(v1), _versions(second)
+    old, new = versions(v1), versions(second)
     for code in REGIONS:
         assert new[code] != old[code]
-        assert _alias(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})  # 20 % on v2
+        assert alias_of(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})  # 20 % on v2
     assert len(engine.pending("workers.deploy_region")) == 3  # one resume per region, for later
     shown = (
         api_for(app_3_regions.team, role="viewer").get(f"/api/v1/deployments/{second.pk}/").json()["regions"]
@@ -84,7 +63,7 @@ def test_a_canary_shares_traffic_while_it_bakes_then_takes_it_all(app_3_regions,
     status, regions = status_of(second)
     assert status == DeploymentStatus.SUCCEEDED, regions
     for code in REGIONS:
-        assert _alias(app_3_regions, aws, code) == (new[code], {})  # then all of it
+        assert alias_of(app_3_regions, aws, code) == (new[code], {})  # then all of it
     lines = list(second.events.values_list("step", "message"))
     assert sum(step == "alias" and "Canary: 20% of requests to version" in m for step, m in lines) == 3
     assert sum(step == "shift" and "no worker waits for it" in m for step, m in lines) == 3
@@ -109,9 +88,9 @@ def test_a_resume_before_the_bake_is_over_parks_the_region_again(app_3_regions, 
     engine.deliver(early=False)
     _, regions = status_of(second)
     assert regions == {code: RegionStatus.RUNNING for code in REGIONS}
-    old, new = _versions(v1), _versions(second)
+    old, new = versions(v1), versions(second)
     for code in REGIONS:
-        assert _alias(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})
+        assert alias_of(app_3_regions, aws, code) == (old[code], {new[code]: 0.2})
 
 
 def test_a_failure_the_monitor_saw_during_the_bake_withdraws_the_canary(
@@ -128,12 +107,12 @@ def test_a_failure_the_monitor_saw_during_the_bake_withdraws_the_canary(
     status, regions = status_of(second)
     assert regions == {"eu-west-1": "rolled_back", "us-east-1": "succeeded", "ap-southeast-2": "succeeded"}
     assert status == DeploymentStatus.PARTIALLY_FAILED
-    old, new = _versions(v1), _versions(second)
-    assert _alias(app_3_regions, aws, "eu-west-1") == (old["eu-west-1"], {})  # no share left on v2
+    old, new = versions(v1), versions(second)
+    assert alias_of(app_3_regions, aws, "eu-west-1") == (old["eu-west-1"], {})  # no share left on v2
     rd = second.regions.get(region__code="eu-west-1")
     assert rd.error_code == "canary_failed" and "health monitor" in rd.error
     for code in ("us-east-1", "ap-southeast-2"):
-        assert _alias(app_3_regions, aws, code) == (new[code], {})
+        assert alias_of(app_3_regions, aws, code) == (new[code], {})
 
 
 def test_a_canary_failing_its_first_probe_is_withdrawn_in_its_region_only(
@@ -146,7 +125,7 @@ def test_a_canary_failing_its_first_probe_is_withdrawn_in_its_region_only(
 
     _, regions = status_of(second)
     assert regions == {"eu-west-1": "rolled_back", "us-east-1": "succeeded", "ap-southeast-2": "succeeded"}
-    assert _alias(app_3_regions, aws, "eu-west-1") == (_versions(v1)["eu-west-1"], {})
+    assert alias_of(app_3_regions, aws, "eu-west-1") == (versions(v1)["eu-west-1"], {})
 
 
 def test_cancelling_during_the_bake_withdraws_the_canary_at_once(app_3_regions, v1, engine, aws):
@@ -157,9 +136,9 @@ def test_cancelling_during_the_bake_withdraws_the_canary_at_once(app_3_regions, 
 
     status, regions = status_of(second)
     assert status == DeploymentStatus.CANCELLED, regions
-    old = _versions(v1)
+    old = versions(v1)
     for code in REGIONS:
-        assert _alias(app_3_regions, aws, code) == (old[code], {})
+        assert alias_of(app_3_regions, aws, code) == (old[code], {})
 
 
 def test_the_first_deploy_of_a_stage_has_nothing_to_share_traffic_with(app_3_regions, engine, aws):
@@ -168,5 +147,5 @@ def test_the_first_deploy_of_a_stage_has_nothing_to_share_traffic_with(app_3_reg
     engine.deliver()
     assert status_of(deployment)[0] == DeploymentStatus.SUCCEEDED
     for code in REGIONS:
-        assert _alias(app_3_regions, aws, code) == (deployment.regions.get(region__code=code).version, {})
+        assert alias_of(app_3_regions, aws, code) == (deployment.regions.get(region__code=code).version, {})
     assert not deployment.events.filter(message__contains="Canary").exists()

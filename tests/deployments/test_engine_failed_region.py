@@ -7,35 +7,16 @@ from __future__ import annotations
 import pytest
 
 from deployments.choices import DeploymentStatus, RegionStatus
-from tests.support.deploys import boto
 
 from . import test_engine_support as support
 from .conftest import REGIONS
-from .test_engine_support import new_deployment, status_of
+from .test_engine_support import V2, alias_of, new_deployment, status_of, versions
 
-broker, engine = support.broker, support.engine  # fixtures
+broker, engine, v1 = support.broker, support.engine, support.v1  # fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-V2 = "def handler(event, context):\n    return {'statusCode': 202}\n"
 FAILING = "eu-west-1"
-
-
-def _alias(app, aws, code: str) -> str:
-    alias = boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name="production")
-    return alias["FunctionVersion"]
-
-
-def _versions(deployment) -> dict[str, str]:
-    return {rd.region.code: rd.version for rd in deployment.regions.select_related("region")}
-
-
-@pytest.fixture
-def v1(app_3_regions, engine):
-    first = new_deployment(app_3_regions)
-    engine.deliver()
-    assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
-    return first
 
 
 def test_a_region_failing_its_verify_goes_back_to_what_it_served(
@@ -48,10 +29,10 @@ def test_a_region_failing_its_verify_goes_back_to_what_it_served(
     status, regions = status_of(second)
     assert regions == {code: RegionStatus.SUCCEEDED for code in REGIONS} | {FAILING: RegionStatus.ROLLED_BACK}
     assert status == DeploymentStatus.PARTIALLY_FAILED
-    old, new = _versions(v1), _versions(second)
-    assert _alias(app_3_regions, aws, FAILING) == old[FAILING] != new[FAILING]
+    old, new = versions(v1), versions(second)
+    assert alias_of(app_3_regions, aws, FAILING)[0] == old[FAILING] != new[FAILING]
     for code in set(REGIONS) - {FAILING}:
-        assert _alias(app_3_regions, aws, code) == new[code]
+        assert alias_of(app_3_regions, aws, code)[0] == new[code]
     failed = second.regions.get(region__code=FAILING)
     assert failed.error_code == "health_check_failed" and failed.finished_at is not None
     assert second.events.filter(
@@ -69,7 +50,7 @@ def test_keep_failed_leaves_the_failed_version_serving(app_3_regions, v1, engine
 
     _, regions = status_of(second)
     assert regions[FAILING] == RegionStatus.FAILED
-    assert _alias(app_3_regions, aws, FAILING) == _versions(second)[FAILING]
+    assert alias_of(app_3_regions, aws, FAILING)[0] == versions(second)[FAILING]
     assert second.events.filter(region__code=FAILING, message__contains="keep_failed").exists()
 
 
@@ -80,5 +61,5 @@ def test_a_first_deploy_failing_its_verify_stays_and_says_so(app_3_regions, engi
 
     _, regions = status_of(first)
     assert regions[FAILING] == RegionStatus.FAILED
-    assert _alias(app_3_regions, aws, FAILING) == _versions(first)[FAILING]
+    assert alias_of(app_3_regions, aws, FAILING)[0] == versions(first)[FAILING]
     assert first.events.filter(region__code=FAILING, message__contains="nothing to go back to").exists()

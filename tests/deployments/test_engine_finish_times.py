@@ -7,31 +7,14 @@ import pytest
 
 from deployments.choices import DeploymentStatus, RegionStatus
 from deployments.services.deployments import cancel_deployment
-from tests.support.deploys import boto
 
 from . import test_engine_support as support
 from .conftest import REGIONS
-from .test_engine_support import new_deployment, principal_for, status_of
+from .test_engine_support import V2, alias_of, new_deployment, principal_for, status_of
 
-broker, engine = support.broker, support.engine  # fixtures
+broker, engine, v1 = support.broker, support.engine, support.v1  # fixtures
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-V2 = "def handler(event, context):\n    return {'statusCode': 202}\n"
-
-
-def _alias(app, aws, code: str) -> str:
-    return boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name="production")[
-        "FunctionVersion"
-    ]
-
-
-@pytest.fixture
-def v1(app_3_regions, engine):
-    first = new_deployment(app_3_regions)
-    engine.deliver()
-    assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
-    return first
 
 
 def test_a_region_the_failure_policy_moved_back_has_an_end_time(
@@ -45,7 +28,7 @@ def test_a_region_the_failure_policy_moved_back_has_an_end_time(
     failed = second.regions.get(region__code="eu-west-1")
     assert failed.status == RegionStatus.ROLLED_BACK
     assert failed.finished_at is not None
-    assert _alias(app_3_regions, aws, "eu-west-1") == v1.regions.get(region__code="eu-west-1").version
+    assert alias_of(app_3_regions, aws, "eu-west-1")[0] == v1.regions.get(region__code="eu-west-1").version
 
 
 def test_a_region_cancelled_while_its_canary_bakes_is_cancelled_with_an_end_time(
@@ -64,4 +47,4 @@ def test_a_region_cancelled_while_its_canary_bakes_is_cancelled_with_an_end_time
     assert regions == {code: RegionStatus.CANCELLED for code in REGIONS}
     assert all(rd.finished_at is not None for rd in second.regions.all())
     old = {rd.region.code: rd.version for rd in v1.regions.select_related("region")}
-    assert {code: _alias(app_3_regions, aws, code) for code in REGIONS} == old
+    assert {code: alias_of(app_3_regions, aws, code)[0] for code in REGIONS} == old

@@ -14,9 +14,13 @@ import pytest
 
 from controlplane.access import SystemPrincipal
 from deployments.artifacts import store_artifact
+from deployments.choices import DeploymentStatus
 from deployments.models import Deployment
 from deployments.services.deployments import create_deployment
-from tests.support.deploys import make_zip
+from tests.support.deploys import boto, make_zip
+
+# Other code than a first deploy's, so Lambda publishes a new version.
+V2 = "def handler(event, context):\n    return {'statusCode': 202}\n"
 
 
 @dataclass
@@ -115,3 +119,23 @@ def status_of(deployment: Deployment) -> tuple[str, dict[str, str]]:
     return deployment.status, {
         rd.region.code: rd.status for rd in deployment.regions.select_related("region")
     }
+
+
+def versions(deployment: Deployment) -> dict[str, str]:
+    """``{region code: Lambda version}`` the deployment published."""
+    return {rd.region.code: rd.version for rd in deployment.regions.select_related("region")}
+
+
+def alias_of(app, aws, code: str, stage: str = "production") -> tuple[str, dict]:
+    """What the stage alias points at in AWS: its version and its canary weights."""
+    alias = boto("lambda", code, aws).get_alias(FunctionName=app.function_name, Name=stage)
+    return alias["FunctionVersion"], (alias.get("RoutingConfig") or {}).get("AdditionalVersionWeights") or {}
+
+
+@pytest.fixture
+def v1(app_3_regions, engine):
+    """A first deploy of the three-region app, succeeded."""
+    first = new_deployment(app_3_regions)
+    engine.deliver()
+    assert status_of(first)[0] == DeploymentStatus.SUCCEEDED
+    return first
