@@ -27,20 +27,22 @@ PORT_RANGE = (22000, 22999)
 
 def free_port_block(size: int, *, start: int = PORT_RANGE[0], stop: int = PORT_RANGE[1]) -> int:
     """The first port of ``size`` consecutive free loopback ports in [start, stop]."""
-    base = start + (os.getpid() * 7) % 400  # two runs at once rarely pick the same block
-    while base + size <= stop:
-        taken = False
-        for port in range(base, base + size):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
+    blocks = (stop - start + 1) // size
+    first = os.getpid() % blocks  # two runs at once rarely start at the same block
+    for i in range(blocks):
+        base = start + ((first + i) % blocks) * size
+        if all(_free(port) for port in range(base, base + size)):
             return base
-        base += size
     raise RuntimeError(f"no {size} free ports in {start}-{stop}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LocalRegionsProcess:
