@@ -302,9 +302,7 @@ def main() -> int:
             os.sched_setaffinity(regions.proc.pid, {cores[0]})
             os.sched_setaffinity(0, set(cores[1:]))
         sandboxed = regions.status()["sandboxed"]
-        print(
-            f"local regions: pid {regions.proc.pid}, pinned to core {cores[0]}; workers sandboxed: {sandboxed}"
-        )
+        print(f"local regions: pid {regions.proc.pid}, pinned to core {cores[0]}; sandboxed: {sandboxed}")
         load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
         print(f"machine: {os.cpu_count()} cores, load average {load} (others' work competes for the cores)")
 
@@ -324,9 +322,7 @@ def main() -> int:
 
         rate, meter, done = throughput(regions, api, args.seconds, args.connections)
         workers = [w for w in regions.status()["workers"] if w["function"] == "hello"]
-        print(
-            f"\nthroughput, {args.connections} connections for {args.seconds:.0f}s, server and workers on one core"
-        )
+        print(f"\nthroughput, {args.connections} connections for {args.seconds:.0f}s, all on one core")
         print(f"  {rate:.0f} requests/s (target >= 1500) with {len(workers)} warm worker(s)")
         print(f"  {meter.line(done)}")
         if rate < 1500:
@@ -349,7 +345,7 @@ def main() -> int:
             worst = max(worst, interpreter)
             print(f"  {worker['function']}: interpreter {interpreter / 1024:.1f} MB; whole sandbox "
                   f"{sum(kb for *_, kb in parts) / 1024:.1f} MB")  # fmt: skip
-            for pid, cmd, kb in parts:
+            for _pid, cmd, kb in parts:
                 print(f"      {kb / 1024:6.1f} MB  {cmd}")
         if worst / 1024 > 30:
             misses.append("worker memory")
@@ -357,8 +353,8 @@ def main() -> int:
         domain = "bench.local-regions.example"
         global_domain(moto.url, [REGION, "us-east-1", "ap-southeast-2"], domain)
         took, budget = failover(regions, domain)
-        print(f"\nfailover: {REGION} down -> the global endpoint answers from another region in {took:.2f}s "
-              f"(target <= interval x threshold + 1 = {budget:.1f}s; checker interval {CHECK_INTERVAL}s)")  # fmt: skip
+        print(f"\nfailover: {REGION} down -> the global endpoint answers from another region in {took:.2f}s")
+        print(f"  (target <= interval x threshold + 1 = {budget:.1f}s; checker interval {CHECK_INTERVAL}s)")
         if took > budget:
             misses.append("failover")
     finally:
