@@ -100,11 +100,15 @@ def served_by(url: str, client_region: str) -> str:
     return response.headers["x-served-by-region"]
 
 
-def probe_round(app) -> dict:
+def probe_round(app, worker) -> dict:
     from workers.tasks import probe_all
 
     StagePlacement.objects.filter(placement__app=app).update(last_probe_at=None)  # due now
-    return probe_all.delay().get(timeout=30)
+    result = probe_all.delay()
+    try:
+        return result.get(timeout=60)
+    except Exception as exc:  # noqa: BLE001 - say what the worker was doing
+        raise AssertionError(f"probe round failed: {exc!r}\n{worker.log()}") from None
 
 
 def test_deploy_runs_the_code_in_every_region_and_the_global_endpoint_fails_over_and_back(
@@ -150,7 +154,7 @@ def test_deploy_runs_the_code_in_every_region_and_the_global_endpoint_fails_over
     assert by_host.headers["x-served-by-region"] == "eu-west-1"
 
     # Ireland goes down: Route 53's checkers (0.5 s apart, threshold 3) take it out of the answers.
-    assert probe_round(app)["healthy"] == 3
+    assert probe_round(app, regions_worker)["healthy"] == 3
     down_at = time.monotonic()
     local_regions.fault(region="eu-west-1", mode="down")
     wait_for(lambda: _served_or_none(global_url, "eu-central-1") == "us-east-1", timeout=10,
@@ -160,9 +164,9 @@ def test_deploy_runs_the_code_in_every_region_and_the_global_endpoint_fails_over
     assert served_by(global_url, "us-west-2") == "us-east-1"
 
     # The control plane's probes see it too: an incident, and the team is told.
-    assert probe_round(app)["went_down"] == []  # one failure is under the threshold
+    assert probe_round(app, regions_worker)["went_down"] == []  # one failure is under the threshold
     eu = StagePlacement.objects.get(placement__app=app, placement__region__code="eu-west-1")
-    assert probe_round(app)["went_down"] == [eu.pk]
+    assert probe_round(app, regions_worker)["went_down"] == [eu.pk]
     assert Incident.objects.get(stage_placement=eu).closed_at is None
     wait_for(
         lambda: "DOWN: shop production in eu-west-1" in alerts(slack), timeout=30, message="the DOWN alert"
@@ -172,8 +176,8 @@ def test_deploy_runs_the_code_in_every_region_and_the_global_endpoint_fails_over
     local_regions.clear()
     wait_for(lambda: _served_or_none(global_url, "eu-central-1") == "eu-west-1", timeout=10,
              interval=0.1, message="traffic back in eu-west-1")  # fmt: skip
-    probe_round(app)
-    assert probe_round(app)["came_up"] == [eu.pk]
+    probe_round(app, regions_worker)
+    assert probe_round(app, regions_worker)["came_up"] == [eu.pk]
     wait_for(
         lambda: "shop production recovered in eu-west-1" in alerts(slack), timeout=30, message="recovery"
     )
