@@ -328,6 +328,12 @@ def main() -> int:
         if rate < 1500:
             misses.append("throughput")
 
+        idle = len(regions.status()["workers"])
+        with CpuMeter(regions.proc.pid) as meter:
+            time.sleep(3)
+        print(f"\nidle, {idle} warm worker(s) for 3s: {meter.line()}")
+        print("  (a sandbox's watchdog reads /proc every 0.1 s in the local regions process)")
+
         colds = cold_starts(moto, regions, 5)
         print(f"\ncold start (first request to a new Python version), 5 versions: median "
               f"{statistics.median(colds):.0f} ms, max {max(colds):.0f} ms (target <= 300)")  # fmt: skip
