@@ -303,6 +303,8 @@ ENDPOINT_OVERRIDES: dict = env.json("ENDPOINT_OVERRIDES", default={})
 LOCAL_REGIONS_HOST = env.str("LOCAL_REGIONS_HOST", default="127.0.0.1")
 LOCAL_REGIONS_PORT = env.int("LOCAL_REGIONS_PORT", default=9100)  # regions: the next 34 ports
 LOCAL_REGIONS_MAX_WORKERS = env.int("LOCAL_REGIONS_MAX_WORKERS", default=32)
+# Warm workers of one version at most; more concurrent requests wait for one (reserved concurrency).
+LOCAL_REGIONS_MAX_PER_VERSION = env.int("LOCAL_REGIONS_MAX_PER_VERSION", default=4)
 LOCAL_REGIONS_IDLE_S = env.float("LOCAL_REGIONS_IDLE_S", default=300.0)
 LOCAL_REGIONS_CLIENT_REGION = env.str("LOCAL_REGIONS_CLIENT_REGION", default="us-east-1")
 # Seconds between the local Route 53 checkers' requests; 0: each health check's RequestInterval.

@@ -337,11 +337,11 @@ def _data_dir(env: dict[str, str]) -> str:
 # --- Commands -------------------------------------------------------------------------------
 
 
-def check_sandbox(env: dict[str, str]) -> None:
+def check_sandbox(env: dict[str, str]) -> list[str]:
     """Say what this machine lacks for the build sandbox (controlplane/sandbox), if anything: every
-    build from git runs in it, so without it builds fail (everything else works)."""
+    build from git runs in it, so without it builds fail (everything else works). Returns it."""
     if env.get("BUILD_BACKEND", "sandbox") != "sandbox":
-        return
+        return []
     # Bare settings: the probe needs no database, keys or data folder.
     probe = (
         "import django; from django.conf import settings; settings.configure(); django.setup(); "
@@ -359,6 +359,7 @@ def check_sandbox(env: dict[str, str]) -> None:
         for problem in problems:
             say(f"  - {problem}")
         say("  (install bubblewrap, or build on AWS CodeBuild with BUILD_BACKEND=codebuild; see README)")
+    return problems
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -375,7 +376,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         fail("--demo deploys to the local regions; it cannot be combined with --real-aws")
     env = app_env(emulator_url=emulator, regions_port=args.regions_port)
     env.setdefault("SITE_URL", f"http://127.0.0.1:{args.port}")  # the links in alerts
-    check_sandbox(env)
+    if check_sandbox(env) and emulator and "LOCAL_REGIONS_SANDBOX" not in env:
+        env["LOCAL_REGIONS_SANDBOX"] = "false"
+        say("WARNING: without the sandbox, the local regions run deployed Lambda code UNSANDBOXED: it can")
+        say("  read this machine's files and reach the web server, database and broker (install bubblewrap)")
     password = setup(env=env)
 
     # AWS first, so the worker's first tasks find it; then the regions that serve what is deployed.

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from .support.localregions import free_port_block
 from .support.processes import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,6 +72,7 @@ class Launcher:
 
     def __init__(self, data_dir: Path) -> None:
         self.port, self.moto_port = free_port(), free_port()
+        self.regions_port = free_port_block(35)
         self.site = f"http://127.0.0.1:{self.port}"
         self.env = {
             k: v
@@ -92,6 +94,8 @@ class Launcher:
                 str(self.port),
                 "--moto-port",
                 str(self.moto_port),
+                "--regions-port",
+                str(self.regions_port),
             ],
             cwd=ROOT,
             env=self.env,
@@ -193,6 +197,19 @@ def test_up_runs_the_stack_and_ctrl_c_stops_every_process(launcher):
     worker_env = Path(f"/proc/{stack.child('worker')}/environ").read_bytes().split(b"\0")
     assert f"AWS_ENDPOINT_URL=http://127.0.0.1:{stack.moto_port}".encode() in worker_env
     assert httpx.get(f"http://127.0.0.1:{stack.moto_port}/moto-api/data.json", timeout=10).status_code == 200
+
+    # The local regions run too, and the control plane finds deployed code through them.
+    assert stack.child("local_regions")
+    assert b"ENDPOINT_RESOLVER=regions.local.endpoints.local_endpoint" in worker_env
+    fault = [sys.executable, str(LAUNCHER), "fault", "us-east-1", "error", "--for", "1m",
+             "--regions-port", str(stack.regions_port)]  # fmt: skip
+    said = subprocess.run(fault, cwd=ROOT, env=stack.env, capture_output=True, text=True, timeout=60)
+    assert said.returncode == 0 and "us-east-1 is now error for 60s" in said.stdout, said.stderr
+    status = httpx.get(f"http://127.0.0.1:{stack.regions_port}/_status", timeout=10).json()
+    assert [(f["region"], f["mode"]) for f in status["faults"]] == [("us-east-1", "error")]
+    clear = [sys.executable, str(LAUNCHER), "fault", "clear", "--regions-port", str(stack.regions_port)]
+    assert "cleared 1 fault(s)" in subprocess.run(clear, cwd=ROOT, env=stack.env, capture_output=True,
+                                                  text=True, timeout=60).stdout  # fmt: skip
 
     stack.proc.send_signal(signal.SIGINT)
     assert stack.proc.wait(timeout=60) == 0, stack.output

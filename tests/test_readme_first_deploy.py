@@ -38,11 +38,30 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free loopback ports (the local regions take one per
+    region after their base port)."""
+    for base in range(30000, 60000, count):
+        socks = []
+        try:
+            for port in range(base, base + count):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for sock in socks:
+                sock.close()
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
 @pytest.fixture
 def dev_stack(tmp_path):
     """`python3 scripts/dev.py up` in a fresh data folder on free ports, with a newcomer's
     environment (no test settings, no database or broker URLs: the embedded defaults)."""
-    ports = {"port": free_port(), "moto_port": free_port()}
+    ports = {"port": free_port(), "moto_port": free_port(), "regions_port": free_port_range(40)}
     env = {
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", str(tmp_path)),
@@ -54,6 +73,7 @@ def dev_stack(tmp_path):
     log = (tmp_path / "up.log").open("wb")
     argv = [sys.executable, "scripts/dev.py", "up"]
     argv += ["--port", str(ports["port"]), "--moto-port", str(ports["moto_port"])]
+    argv += ["--regions-port", str(ports["regions_port"])]
     proc = subprocess.Popen(
         argv,
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -108,6 +128,10 @@ def test_readme_first_deploy_succeeds_in_every_region_at_once(dev_stack, tmp_pat
         "succeeded",
         ["ap-southeast-2=succeeded", "eu-west-1=succeeded", "us-east-1=succeeded"],
     ), f"{run.stdout}\n{dev_stack['output']()}"
+
+    # Then each region's URL answers from code running in that region.
+    for code in ("us-east-1", "eu-west-1", "ap-southeast-2"):
+        assert f'"region": "{code}", "path": "/hi"' in run.stdout, run.stdout
 
     deployment = httpx.get(
         f"{dev_stack['site']}/api/v1/deployments/{deployment_id}/",

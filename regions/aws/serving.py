@@ -12,7 +12,7 @@ from urllib.parse import urlparse
 
 from .lambda_ import get_alias
 from .route53 import find_hosted_zone, list_latency_records
-from .session import aws_errors, client
+from .session import aws_errors, client, register_cache
 
 # ``...:function:<name>:${stageVariables.alias}/invocations`` (or a fixed qualifier, or none).
 _FUNCTION_IN_URI = re.compile(r":function:([A-Za-z0-9_-]+)(?::([^/]+))?/invocations$")
@@ -124,15 +124,22 @@ def _code_bytes(region: str, location: str, code_sha256: str) -> bytes:
         hex_digest = base64.b64decode(code_sha256).hex()
         keys.append(f"{key.rsplit('/', 1)[0]}/{hex_digest}.zip" if "/" in key else f"{hex_digest}.zip")
     s3 = client("s3", region)
-    for bucket in s3.list_buckets().get("Buckets", []):
-        for candidate in keys:
-            try:
-                body = s3.get_object(Bucket=bucket["Name"], Key=candidate)["Body"].read()
-            except Exception:  # noqa: BLE001, S112 - no such key, or a bucket of another region: not it
-                continue
-            if not code_sha256 or base64.b64encode(hashlib.sha256(body).digest()).decode() == code_sha256:
-                return body
+    known = _code_buckets.get(region)
+    buckets = [b["Name"] for b in s3.list_buckets().get("Buckets", [])] if not known else [known]
+    for attempt in (buckets, [b["Name"] for b in s3.list_buckets().get("Buckets", [])] if known else []):
+        for bucket in attempt:
+            for candidate in keys:
+                try:
+                    body = s3.get_object(Bucket=bucket, Key=candidate)["Body"].read()
+                except Exception:  # noqa: BLE001, S112 - no such key, or a bucket of another region
+                    continue
+                if not code_sha256 or base64.b64encode(hashlib.sha256(body).digest()).decode() == code_sha256:
+                    _code_buckets[region] = bucket  # a region's artifacts are in one bucket: try it first
+                    return body
     return b""
+
+
+_code_buckets: dict[str, str] = register_cache({})
 
 
 @aws_errors

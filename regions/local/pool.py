@@ -177,7 +177,8 @@ class Worker:
     async def call(self, payload: bytes, timeout: float) -> dict:
         assert self.writer is not None
         self.writer.write(struct.pack(">I", len(payload)) + payload)
-        return await asyncio.wait_for(self._read(), timeout)
+        async with asyncio.timeout(timeout):  # no task per call, unlike wait_for
+            return await self._read()
 
     def kill(self) -> None:
         self.dead = True
@@ -259,12 +260,16 @@ class Pool:
         aws_endpoint: str,
         emit: Callable[[FunctionSpec, str], None],
         isolation: Isolation,
+        max_per_version: int = 4,
     ) -> None:
         self.max_workers, self.idle_s, self.aws_endpoint = max_workers, idle_s, aws_endpoint
+        self.max_per_version = max_per_version
         self.emit, self.isolation = emit, isolation
         self.idle: dict[tuple, list[Worker]] = {}
         self.count = 0  # idle + busy + starting
+        self.busy: dict[tuple, int] = {}  # per version: workers serving or starting
         self.freed = asyncio.Condition()
+        self.waiting = 0
 
     async def _new_worker(self, spec: FunctionSpec) -> tuple[Worker, dict]:
         argv = runtime_argv(spec.runtime, self.isolation.runtimes)
@@ -274,11 +279,14 @@ class Pool:
         except (OSError, sandbox.SandboxUnavailable) as exc:
             raise RuntimeError(f"the worker could not be started: {exc}") from None
         worker = Worker(spec, proc)
+        started = time.perf_counter()
         try:
             first = await worker.connect(lambda line: self.emit(spec, line))
         except (asyncio.IncompleteReadError, TimeoutError, OSError, ValueError) as exc:
             worker.kill()
             raise RuntimeError(f"the worker did not start: {exc!r}") from None
+        # As Lambda reports a cold start's init in its log.
+        self.emit(spec, f"INIT_REPORT Init Duration: {(time.perf_counter() - started) * 1000:.2f} ms")
         return worker, first
 
     async def _take(self, spec: FunctionSpec) -> tuple[Worker | None, bool]:
@@ -288,32 +296,48 @@ class Pool:
             while idle:
                 worker = idle.pop()
                 if worker.proc.poll() is None:
+                    self.busy[spec.key] = self.busy.get(spec.key, 0) + 1
                     return worker, False
                 self.count -= 1
-            if self.count < self.max_workers:
+            # A version has at most max_per_version workers; more requests wait for one of them
+            # (Lambda's reserved concurrency): on a small machine more processes only cost memory.
+            if self.count < self.max_workers and self.busy.get(spec.key, 0) < self.max_per_version:
                 self.count += 1
+                self.busy[spec.key] = self.busy.get(spec.key, 0) + 1
                 return None, True
+            if self.busy.get(spec.key, 0) >= self.max_per_version:
+                await self._wait()
+                continue
             victim = self._oldest_idle()
             if victim is not None:
                 self.idle[victim.spec.key].remove(victim)
                 victim.kill()
                 self.count -= 1
                 continue
+            await self._wait()
+
+    async def _wait(self) -> None:
+        self.waiting += 1
+        try:
             async with self.freed:
                 await self.freed.wait()
+        finally:
+            self.waiting -= 1
 
     def _oldest_idle(self) -> Worker | None:
         workers = [w for ws in self.idle.values() for w in ws]
         return min(workers, key=lambda w: w.last_used) if workers else None
 
-    async def _give_back(self, worker: Worker | None) -> None:
+    async def _give_back(self, spec: FunctionSpec, worker: Worker | None) -> None:
+        self.busy[spec.key] -= 1
         if worker is not None and not worker.dead and worker.proc.poll() is None:
             worker.last_used = time.monotonic()
             self.idle.setdefault(worker.spec.key, []).append(worker)
         else:
             self.count -= 1
-        async with self.freed:
-            self.freed.notify()
+        if self.waiting:
+            async with self.freed:
+                self.freed.notify_all()
 
     async def invoke(self, spec: FunctionSpec, payload: bytes, timeout: float) -> Outcome:
         """Run one request on a worker of ``spec``. A worker past ``timeout`` or one that died is
@@ -345,7 +369,7 @@ class Pool:
                 return Outcome("error", answer["error"], cold=cold)
             return Outcome("ok", answer.get("result"), cold=cold)
         finally:
-            await self._give_back(worker)
+            await self._give_back(spec, worker)
 
     def reap(self) -> int:
         """Kill workers idle for longer than ``idle_s`` and those that died. Returns how many."""

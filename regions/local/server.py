@@ -46,6 +46,7 @@ class Config:
     data_dir: Path
     aws_endpoint: str = ""
     max_workers: int = 32
+    max_per_version: int = 4
     idle_s: float = 300.0
     client_region: str = "us-east-1"
     check_interval_s: float = 0.0  # 0: each health check's own RequestInterval
@@ -134,6 +135,7 @@ class LocalRegions:
             idle_s=config.idle_s,
             aws_endpoint=config.aws_endpoint,
             emit=self.emit,
+            max_per_version=config.max_per_version,
             isolation=Isolation(
                 sandboxed=config.sandboxed,
                 loopback_ports=(aws_port,) if aws_port else (),

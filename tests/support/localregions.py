@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 from django.conf import settings
 
+from regions.aws import apigateway
 from regions.local.endpoints import region_ports
 
 from .deploys import boto
@@ -27,20 +28,22 @@ PORT_RANGE = (22000, 22999)
 
 def free_port_block(size: int, *, start: int = PORT_RANGE[0], stop: int = PORT_RANGE[1]) -> int:
     """The first port of ``size`` consecutive free loopback ports in [start, stop]."""
-    base = start + (os.getpid() * 7) % 400  # two runs at once rarely pick the same block
-    while base + size <= stop:
-        taken = False
-        for port in range(base, base + size):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    taken = True
-                    break
-        if not taken:
+    blocks = (stop - start + 1) // size
+    first = os.getpid() % blocks  # two runs at once rarely start at the same block
+    for i in range(blocks):
+        base = start + ((first + i) % blocks) * size
+        if all(_free(port) for port in range(base, base + size)):
             return base
-        base += size
     raise RuntimeError(f"no {size} free ports in {start}-{stop}")
+
+
+def _free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class LocalRegionsProcess:
@@ -133,7 +136,7 @@ def publish_function(
 ) -> str:  # fmt: skip
     """A function with one published version behind alias ``stage`` and a REST API stage whose
     ``{proxy+}`` invokes it, made in moto as the deploy engine makes them. Returns the API id."""
-    s3, lam, api = boto("s3", region, aws), boto("lambda", region, aws), boto("apigateway", region, aws)
+    s3, lam = boto("s3", region, aws), boto("lambda", region, aws)
     bucket = f"code-{region}"
     kwargs = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
     try:
@@ -155,19 +158,7 @@ def publish_function(
     )  # fmt: skip
     version = lam.publish_version(FunctionName=name)["Version"]
     lam.create_alias(FunctionName=name, Name=stage, FunctionVersion=version)
-    rest = api.create_rest_api(name=name)["id"]
-    root = api.get_resources(restApiId=rest)["items"][0]["id"]
-    proxy = api.create_resource(restApiId=rest, parentId=root, pathPart="{proxy+}")["id"]
     account = boto("sts", region, aws).get_caller_identity()["Account"]
-    uri = (
-        f"arn:aws:apigateway:{region}:lambda:path/2015-03-31/functions/arn:aws:lambda:{region}:{account}"
-        f":function:{name}:${{stageVariables.alias}}/invocations"
-    )
-    for resource in (root, proxy):
-        api.put_method(restApiId=rest, resourceId=resource, httpMethod="ANY", authorizationType="NONE")
-        api.put_integration(
-            restApiId=rest, resourceId=resource, httpMethod="ANY", type="AWS_PROXY",
-            integrationHttpMethod="POST", uri=uri,
-        )  # fmt: skip
-    api.create_deployment(restApiId=rest, stageName=stage, variables={"alias": stage})
-    return rest
+    return apigateway.ensure_lambda_api(
+        region, name=name, function_name=name, account_id=account, stage=stage, variables={"alias": stage}
+    ).id

@@ -60,6 +60,7 @@ class Command(BaseCommand):
             data_dir=Path(settings.DATA_DIR) / "local-regions",
             aws_endpoint=settings.AWS_ENDPOINT_URL or "",
             max_workers=settings.LOCAL_REGIONS_MAX_WORKERS,
+            max_per_version=settings.LOCAL_REGIONS_MAX_PER_VERSION,
             idle_s=settings.LOCAL_REGIONS_IDLE_S,
             client_region=settings.LOCAL_REGIONS_CLIENT_REGION,
             check_interval_s=settings.LOCAL_REGIONS_CHECK_INTERVAL,
