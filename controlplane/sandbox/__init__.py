@@ -312,6 +312,7 @@ class _NamespaceHelper:
         self._lock = threading.Lock()
         self._proc: subprocess.Popen | None = None
         self._channel: socket.socket | None = None
+        self._owner = 0  # the pid that started it: a forked worker (prefork pool) starts its own
 
     def _start(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -321,13 +322,14 @@ class _NamespaceHelper:
                 env={}, cwd="/", stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
             )  # fmt: skip
         self._channel = ours
+        self._owner = os.getpid()
 
     def listeners(self, pid: int, ports: list[int]) -> list[socket.socket]:
         """Listening sockets on 127.0.0.1:<port> in the network namespace of host process ``pid``.
         Raises SandboxUnavailable."""
         with self._lock:
             for attempt in range(2):
-                if self._proc is None or self._proc.poll() is not None:
+                if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
                     self._start()
                 assert self._channel is not None
                 try:
