@@ -38,11 +38,12 @@ Network (``network=``)
 ----------------------
 ``"off"``: loopback only, inside the sandbox's own network namespace. ``"public"``: outbound to
 public addresses only, through an HTTP(S) proxy. The sandbox still has its own, empty network
-namespace; a forwarder inside (``forward.py``, run with the system's Python) listens on
-127.0.0.1:3128, set as ``HTTP_PROXY``/``HTTPS_PROXY``/``http_proxy``/``https_proxy``, and hands each
-connection through a Unix socket to a relay in the worker (``relay.py``). The relay resolves the
-name, refuses loopback, link-local, private, reserved and cloud metadata addresses (the checks of
-``controlplane.urlsafety``), and connects only to an address it checked.
+namespace; before its command starts (bwrap waits on ``--block-fd``), a small helper process of
+the worker (``nshelper.py``) opens a listening socket on the sandbox's 127.0.0.1:3128, set as
+``HTTP_PROXY``/``HTTPS_PROXY``/``http_proxy``/``https_proxy``, and the worker serves it
+(``relay.py``): it resolves the name, refuses loopback, link-local, private, reserved and cloud
+metadata addresses (the checks of ``controlplane.urlsafety``), and connects only to an address it
+checked. Nothing runs in the sandbox for the network, and nothing there can change this.
 
 Why a proxy rather than a user-mode stack (slirp4netns, pasta): those forward to any address the
 host can reach, including its private network, the host's own non-loopback addresses (where a
@@ -56,8 +57,8 @@ the network (npm, pip, yarn, curl, wget, git over https, Go, cargo do; raw socke
 ``loopback_ports``: host ``127.0.0.1`` ports the sandbox may reach, listened on at the same port on
 the sandbox's 127.0.0.1 (e.g. the local AWS emulator for Lambda code: ``AWS_ENDPOINT_URL=
 http://127.0.0.1:5000`` works inside as outside). Any other loopback port, the web server, the
-database and the broker included, stays unreachable. Needs ``network="public"``'s forwarder, so it
-implies a proxy even with ``network="off"`` (the proxy then refuses every destination).
+database and the broker included, stays unreachable. With ``network="off"`` the proxy port still
+answers, refusing every destination.
 
 ``public_networks``: CIDRs the relay treats as public (metadata addresses stay refused). For tests
 only (a loopback address such as 127.0.0.2 standing in for the internet); never set it in
@@ -108,6 +109,7 @@ import random
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -137,7 +139,6 @@ __all__ = [
 INSIDE_UID = 65534
 INSIDE_HOME = "/home/sandbox"
 PROXY_PORT = 3128
-RUN_DIR = "/run/sandbox"  # inside: the relay's socket and the forwarder
 UID_BASE = 1_000_000  # when the worker is root, each sandbox runs as a uid from here
 UID_SPAN = 1 << 20
 POLL_INTERVAL = 0.1
@@ -256,18 +257,6 @@ def _which(name: str) -> str | None:
     return shutil.which(name, path=DEFAULT_PATH)
 
 
-def system_python() -> str | None:
-    """A Python under /usr the sandbox can run (the forwarder), or None."""
-    candidates = [getattr(sys, "_base_executable", ""), sys.executable, _which("python3") or ""]
-    for candidate in candidates:
-        if not candidate:
-            continue
-        real = os.path.realpath(candidate)
-        if real.startswith("/usr/") and os.access(real, os.X_OK):
-            return real
-    return None
-
-
 @functools.lru_cache(maxsize=1)
 def _missing_cached() -> tuple[str, ...]:
     problems = []
@@ -279,10 +268,6 @@ def _missing_cached() -> tuple[str, ...]:
         )
     if not prlimit or (os.getuid() == 0 and not _which("setpriv")):
         problems.append("prlimit or setpriv (util-linux) is not installed: `apt-get install util-linux`.")
-    if system_python() is None:
-        problems.append(
-            "No Python under /usr for the sandbox's network forwarder: `apt-get install python3`."
-        )
     if bwrap and prlimit:
         try:
             result = run(["true"], cwd="/", env={"PATH": DEFAULT_PATH}, limits=Limits(wall_seconds=30),
@@ -316,6 +301,59 @@ def check() -> None:
 
 
 # --- spawning ----------------------------------------------------------------------------------------
+HELPER = Path(__file__).with_name("nshelper.py")
+
+
+class _NamespaceHelper:
+    """The worker's ``nshelper.py`` process (started on first use, again if it died), which opens
+    listening sockets inside a sandbox's network namespace. One request at a time."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._proc: subprocess.Popen | None = None
+        self._channel: socket.socket | None = None
+        self._owner = 0  # the pid that started it: a forked worker (prefork pool) starts its own
+
+    def _start(self) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-S", "-I", str(HELPER), str(theirs.fileno())],
+                env={}, cwd="/", stdin=subprocess.DEVNULL, pass_fds=(theirs.fileno(),),
+            )  # fmt: skip
+        self._channel = ours
+        self._owner = os.getpid()
+
+    def listeners(self, pid: int, ports: list[int]) -> list[socket.socket]:
+        """Listening sockets on 127.0.0.1:<port> in the network namespace of host process ``pid``.
+        Raises SandboxUnavailable."""
+        with self._lock:
+            for attempt in range(2):
+                if self._proc is None or self._owner != os.getpid() or self._proc.poll() is not None:
+                    self._start()
+                assert self._channel is not None
+                try:
+                    self._channel.send(" ".join(map(str, [pid, *ports])).encode())
+                    message, fds, _, _ = socket.recv_fds(self._channel, 4096, len(ports))
+                except OSError:
+                    self._proc = None  # it died: start another once
+                    if attempt:
+                        raise SandboxUnavailable("The sandbox's network helper stopped.") from None
+                    continue
+                made = [socket.socket(fileno=fd) for fd in fds]
+                if message != b"ok" or len(made) != len(ports):
+                    for sock in made:
+                        sock.close()
+                    raise SandboxUnavailable(
+                        f"The sandbox's network could not be set up: {message.decode(errors='replace')}"
+                    )
+                return made
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+_NS_HELPER = _NamespaceHelper()
+
+
 _uids_in_use: set[int] = set()
 _uids_lock = threading.Lock()
 
@@ -453,9 +491,8 @@ class SandboxProcess:
         self._stop_lock = threading.Lock()
         self._writable_hosts = [Path(host) for host, _ in writable]
 
-        run_dir, home, tmp = private / "run", private / "home", private / "tmp"
-        etc = private / "etc"
-        for folder in (run_dir, home, tmp, etc):
+        home, tmp, etc = private / "home", private / "tmp", private / "etc"
+        for folder in (home, tmp, etc):
             folder.mkdir(mode=0o700)
         for name, text in GENERATED_ETC.items():
             (etc / name).write_text(text)
@@ -483,53 +520,51 @@ class SandboxProcess:
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOME", INSIDE_HOME)
         command = list(argv)
-        if network == "public" or ports:
-            python = system_python()
-            if python is None:
-                raise SandboxUnavailable("No Python under /usr for the sandbox's network forwarder.")
-            self._relay = Relay(
-                str(run_dir / "net.sock"),
-                proxy=network == "public",
-                loopback_ports=ports,
-                public_networks=networks,
-                on_refused=on_refused,
-            )
-            shutil.copyfile(Path(__file__).with_name("forward.py"), run_dir / "forward.py")
-            if os.getuid() == 0:
-                _chown_tree(run_dir, uid)
-            args += ["--ro-bind", str(run_dir), RUN_DIR]
-            proxy_port = PROXY_PORT if PROXY_PORT not in ports else max(ports) + 1
-            if network == "public":
-                proxy = f"http://127.0.0.1:{proxy_port}"
-                for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
-                    env[name] = proxy
-                env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1"
-            # The forwarder sets the rlimits itself: one process fewer to start before the command.
-            rlimits = ",".join(arg.removeprefix("--") for arg in _rlimit_args(limits))
-            command = [python, "-S", "-I", f"{RUN_DIR}/forward.py", f"{RUN_DIR}/net.sock",
-                       str(proxy_port), ",".join(map(str, ports)), rlimits, "--", *command]  # fmt: skip
-        else:
-            command = [prlimit, *_rlimit_args(limits), "--", *command]
+        networked = network == "public" or bool(ports)
+        proxy_port = PROXY_PORT if PROXY_PORT not in ports else max(ports) + 1
+        if network == "public":
+            proxy = f"http://127.0.0.1:{proxy_port}"
+            for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+                env[name] = proxy
+            env["NO_PROXY"] = env["no_proxy"] = "localhost,127.0.0.1"
+        command = [prlimit, *_rlimit_args(limits), "--", *command]
         for name, value in env.items():
             args += ["--setenv", name, value]
         # The root bwrap builds is a tmpfs: read-only after the last mount, or files written beside
         # the mounts would take the host's memory, outside the disk limit.
         args += ["--remount-ro", "/", "--chdir", cwd]
-        # bwrap reads options from --args but wants the command on its own command line.
-
-        try:
-            self._launch(bwrap, args, command, stdin, stdout, stderr, uid)
-        except BaseException:
-            if self._relay is not None:
-                self._relay.close()
-            raise
+        self._launch(bwrap, args, command, stdin, stdout, stderr, networked)
         threading.Thread(target=self._reap, name=f"sandbox-wait-{self.pid}", daemon=True).start()
         threading.Thread(target=self._watch, name=f"sandbox-watch-{self.pid}", daemon=True).start()
+        if networked:
+            try:
+                if not self._init_pid:
+                    raise SandboxUnavailable("bwrap did not start.")
+                listeners = _NS_HELPER.listeners(self._init_pid, [proxy_port, *ports])
+                self._relay = Relay(
+                    zip(listeners, [None, *ports], strict=True),
+                    proxy=network == "public",
+                    public_networks=networks,
+                    on_refused=on_refused,
+                )
+                os.write(self._release, b"go")  # the command starts now, its network ready
+            except BaseException:
+                self._stop(None)
+                self.wait()
+                raise
+            finally:
+                os.close(self._release)
         return self
 
-    def _launch(self, bwrap, args, command, stdin, stdout, stderr, uid) -> None:
+    def _launch(self, bwrap, args, command, stdin, stdout, stderr, block: bool) -> None:
         args_fd = os.memfd_create("bwrap-args", os.MFD_CLOEXEC)
         info_r, info_w = os.pipe()
+        passed = [args_fd, info_w]
+        if block:
+            # bwrap sets the sandbox up, then waits for a byte here before it runs the command.
+            block_r, self._release = os.pipe()
+            args = [*args, "--block-fd", str(block_r)]
+            passed.append(block_r)
         try:
             os.write(args_fd, b"\0".join(a.encode() for a in args) + b"\0")
             os.lseek(args_fd, 0, os.SEEK_SET)
@@ -537,11 +572,12 @@ class SandboxProcess:
             # fork the whole worker (100+ ms for a big process) where a plain Popen uses vfork.
             drop = [
                 _which("setpriv") or "setpriv",
-                f"--reuid={uid}",
-                f"--regid={uid}",
+                f"--reuid={self._uid}",
+                f"--regid={self._uid}",
                 "--clear-groups",
                 "--",
             ]
+            # bwrap reads options from --args but wants the command on its own command line.
             self._popen = subprocess.Popen(
                 [*(drop if os.getuid() == 0 else []), bwrap, "--args", str(args_fd), "--info-fd", str(info_w),
                  "--", *command],
@@ -550,12 +586,16 @@ class SandboxProcess:
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
-                pass_fds=(args_fd, info_w),
+                pass_fds=tuple(passed),
                 start_new_session=True,
             )  # fmt: skip
+        except BaseException:
+            if block:
+                os.close(self._release)
+            raise
         finally:
-            os.close(args_fd)
-            os.close(info_w)
+            for fd in passed:
+                os.close(fd)
         self.pid = self._popen.pid
         self.stdin, self.stdout, self.stderr = self._popen.stdin, self._popen.stdout, self._popen.stderr
         self._started = time.monotonic()

@@ -1,33 +1,31 @@
-"""The worker's side of a sandbox's network: a relay on a Unix socket that only the sandbox sees.
+"""The worker's side of a sandbox's network: the sandbox's listening sockets, served in the worker.
 
-Each connection starts with one line from the forwarder inside (``forward.py``):
+The sockets listen on 127.0.0.1 *inside* the sandbox's network namespace (``nshelper.py`` opens
+them there), and the worker accepts on them; nothing runs in the sandbox for it. Each listener is:
 
-- ``PROXY``: an HTTP proxy request follows, either ``CONNECT host:port`` (HTTPS, and anything
-  tunnelled) or a plain ``GET http://host/...``. The relay resolves the name itself, keeps only the
-  addresses that are public (``urlsafety.public_address_problem``: never loopback, link-local,
-  private, reserved or a cloud metadata address) or inside the sandbox's ``public_networks``
-  (a stand-in for "the internet" in tests; metadata addresses stay refused), and connects to one of
-  those. Otherwise it answers ``403`` with the reason and records the refusal.
-- ``PORT n``: a connection to the host's ``127.0.0.1:n``, allowed only for the ports the sandbox
-  was given (``loopback_ports``), e.g. the local AWS emulator for Lambda code.
+- the proxy (``HTTP_PROXY``/``HTTPS_PROXY`` point at it): an HTTP proxy request, either
+  ``CONNECT host:port`` (HTTPS, and anything tunnelled) or a plain ``GET http://host/...``. The
+  relay resolves the name itself, keeps only the addresses that are public
+  (``urlsafety.public_address_problem``: never loopback, link-local, private, reserved or a cloud
+  metadata address) or inside the sandbox's ``public_networks`` (a stand-in for "the internet" in
+  tests; metadata addresses stay refused), and connects to one of those. Otherwise it answers
+  ``403`` with the reason and records the refusal. Without network access it refuses everything.
+- a port ``n`` the sandbox was given (``loopback_ports``): a connection to the host's
+  ``127.0.0.1:n``, e.g. the local AWS emulator for Lambda code.
 
-The relay connects from the worker, so the name is resolved and every address is checked here,
-at connection time (a name that resolves to a public address when checked and to a private one
-later cannot slip through: the connection goes to the address that was checked).
+Names are resolved and every address checked here, at connection time, and the connection goes to
+the address that was checked (a name that resolves elsewhere later cannot slip through).
 """
 
 from __future__ import annotations
 
 import ipaddress
-import os
 import socket
 import threading
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
 from controlplane.urlsafety import METADATA_ADDRESSES, embedded_ipv4, public_address_problem
-
-from .forward import pump  # the forwarder inside copies bytes the same way
 
 CHUNK = 65536
 MAX_HEAD = 65536
@@ -64,41 +62,38 @@ def destination_problem(address: str, public_networks: tuple[Network, ...]) -> s
 
 
 class Relay:
-    """Serves one sandbox's Unix socket on daemon threads until ``close()``."""
+    """Serves one sandbox's listening sockets on daemon threads until ``close()``: ``listeners``
+    are ``(socket, port)`` pairs, port None for the proxy."""
 
     def __init__(
         self,
-        path: str,
+        listeners: Iterable[tuple[socket.socket, int | None]],
         *,
         proxy: bool = True,
-        loopback_ports: Iterable[int] = (),
         public_networks: tuple[Network, ...] = (),
         on_refused: Callable[[str], None] | None = None,
     ):
-        self.path = path
+        self.listeners = list(listeners)
         self.proxy = proxy
-        self.loopback_ports = frozenset(int(p) for p in loopback_ports)
         self.public_networks = public_networks
         self.on_refused = on_refused
         self.refused: list[str] = []
         self._closed = False
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(path)
-        # The sandbox's uid connects; the folder around it is that uid's alone.
-        os.chmod(path, 0o666)  # noqa: S103
-        self.listener.listen(128)
-        self.thread = threading.Thread(target=self._accept, name="sandbox-relay", daemon=True)
-        self.thread.start()
+        for listener, port in self.listeners:
+            threading.Thread(
+                target=self._accept, args=(listener, port), name="sandbox-relay", daemon=True
+            ).start()
 
     def close(self) -> None:
         self._closed = True
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
+        for listener, _ in self.listeners:
+            try:
+                listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listener.close()
         with self._lock:
             connections = list(self._connections)
         for conn in connections:
@@ -121,10 +116,10 @@ class Relay:
         for sock in socks:
             sock.close()
 
-    def _accept(self) -> None:
+    def _accept(self, listener: socket.socket, port: int | None) -> None:
         while not self._closed:
             try:
-                conn, _ = self.listener.accept()
+                conn, _ = listener.accept()
             except OSError:
                 if self._closed:
                     return
@@ -135,36 +130,28 @@ class Relay:
                 self._refuse(f"the proxy: more than {MAX_CONNECTIONS} connections open at once.")
                 conn.close()
                 continue
-            threading.Thread(target=self._serve, args=(self._track(conn),), daemon=True).start()
+            threading.Thread(target=self._serve, args=(self._track(conn), port), daemon=True).start()
 
     def _refuse(self, what: str) -> None:
         self.refused.append(what)
         if self.on_refused is not None:
             self.on_refused(what)
 
-    def _serve(self, conn: socket.socket) -> None:
+    def _serve(self, conn: socket.socket, port: int | None) -> None:
         upstream = None
         try:
             conn.settimeout(CONNECT_TIMEOUT)
-            head = _read_until(conn, b"\n", 64)
-            line, _, rest = head.partition(b"\n")
-            if line.startswith(b"PORT "):
-                port = int(line[5:])
-                if port not in self.loopback_ports:
-                    self._refuse(f"127.0.0.1:{port}: not a port this sandbox may reach.")
-                    return
+            if port is not None:
                 upstream = self._track(socket.create_connection(("127.0.0.1", port), CONNECT_TIMEOUT))
-                pending = rest
-            elif line == b"PROXY":
-                if not self.proxy:
-                    self._refuse("the proxy: this sandbox has no network access.")
-                    _answer(conn, 403, "This sandbox has no network access.")
-                    return
-                upstream, pending = self._proxy(conn, rest)
+                pending = b""
+            elif not self.proxy:
+                self._refuse("the proxy: this sandbox has no network access.")
+                _answer(conn, 403, "This sandbox has no network access.")
+                return
+            else:
+                upstream, pending = self._proxy(conn, b"")
                 if upstream is None:
                     return
-            else:
-                return
             conn.settimeout(None)
             upstream.settimeout(None)
             if pending:
@@ -248,18 +235,6 @@ def _split_host_port(target: str, *, default: int) -> tuple[str, int]:
     return (host, int(port)) if sep else (target, default)
 
 
-def _read_until(sock: socket.socket, marker: bytes, limit: int) -> bytes:
-    data = b""
-    while marker not in data:
-        if len(data) > limit:
-            raise ValueError("header line too long")
-        chunk = sock.recv(limit)
-        if not chunk:
-            raise ValueError("closed before the header line")
-        data += chunk
-    return data
-
-
 def _answer(conn: socket.socket, status: int, message: str) -> None:
     reason = {400: "Bad Request", 403: "Forbidden", 431: "Request Header Fields Too Large"}.get(
         status, "Bad Gateway"
@@ -273,3 +248,20 @@ def _answer(conn: socket.socket, status: int, message: str) -> None:
         )
     except OSError:
         pass
+
+
+def pump(src: socket.socket, dst: socket.socket) -> None:
+    """Copy bytes from ``src`` to ``dst`` until ``src`` ends, then pass the end on."""
+    try:
+        while True:
+            data = src.recv(CHUNK)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
+        try:
+            sock.shutdown(how)
+        except OSError:
+            pass
