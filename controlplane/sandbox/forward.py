@@ -9,15 +9,17 @@ line saying which of them it came in on, to the Unix socket of the relay the wor
 the relay decides where it may go. Nothing here is trusted: code in the sandbox may kill or replace
 this program, and gains nothing by it.
 
-Usage: ``forward.py SOCKET PROXY_PORT PORT,PORT,... -- COMMAND ARGS...``. It binds its listeners,
-leaves a background copy of itself serving them, and becomes COMMAND (exec), so COMMAND keeps the
-sandbox's stdin, stdout and exit status.
+Usage: ``forward.py SOCKET PROXY_PORT PORT,PORT,... LIMITS -- COMMAND ARGS...``. It sets the
+sandbox's rlimits (LIMITS: ``nofile=4096,nproc=1040,...``, as prlimit's long options, so the
+sandbox needs no prlimit in front of it), binds its listeners, leaves a background copy of itself
+serving them, and becomes COMMAND (exec), so COMMAND keeps the sandbox's stdin, stdout and exit
+status. What the command waits for is kept small: threading is imported after the fork.
 """
 
 import os
+import resource
 import socket
 import sys
-import threading
 
 CHUNK = 65536
 
@@ -39,6 +41,8 @@ def pump(src, dst):
 
 
 def serve_one(conn, path, tag):
+    import threading
+
     upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         upstream.connect(path)
@@ -56,6 +60,8 @@ def serve_one(conn, path, tag):
 
 
 def accept_loop(listener, path, tag):
+    import threading
+
     while True:
         try:
             conn, _ = listener.accept()
@@ -66,7 +72,12 @@ def accept_loop(listener, path, tag):
 
 def main(argv):
     path, proxy_port, ports = argv[1], int(argv[2]), [int(p) for p in argv[3].split(",") if p]
-    command = argv[5:]
+    for item in argv[4].split(","):
+        if item:
+            name, value = item.split("=")
+            limit = int(value)
+            resource.setrlimit(getattr(resource, f"RLIMIT_{name.upper()}"), (limit, limit))
+    command = argv[6:]
     listeners = []
     for port, tag in [(proxy_port, b"PROXY\n")] + [(p, b"PORT %d\n" % p) for p in ports]:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -76,6 +87,8 @@ def main(argv):
         listeners.append((listener, tag))
     if os.fork() == 0:
         # The server: off the command's stdin and stdout, so they close when the command ends.
+        import threading
+
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)

@@ -27,9 +27,14 @@ from urllib.parse import urlsplit
 
 from controlplane.urlsafety import METADATA_ADDRESSES, embedded_ipv4, public_address_problem
 
+from .forward import pump  # the forwarder inside copies bytes the same way
+
 CHUNK = 65536
 MAX_HEAD = 65536
 CONNECT_TIMEOUT = 15.0
+# Connections one sandbox may have open through the relay at once: each holds threads and file
+# descriptors of the worker, which a build must not be able to exhaust.
+MAX_CONNECTIONS = 128
 HOP_HEADERS = {b"proxy-connection", b"proxy-authorization", b"connection", b"keep-alive"}
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -124,6 +129,12 @@ class Relay:
                 if self._closed:
                     return
                 continue
+            with self._lock:
+                busy = len(self._connections) >= 2 * MAX_CONNECTIONS  # each has an upstream too
+            if busy:
+                self._refuse(f"the proxy: more than {MAX_CONNECTIONS} connections open at once.")
+                conn.close()
+                continue
             threading.Thread(target=self._serve, args=(self._track(conn),), daemon=True).start()
 
     def _refuse(self, what: str) -> None:
@@ -158,9 +169,9 @@ class Relay:
             upstream.settimeout(None)
             if pending:
                 upstream.sendall(pending)
-            back = threading.Thread(target=_pump, args=(upstream, conn), daemon=True)
+            back = threading.Thread(target=pump, args=(upstream, conn), daemon=True)
             back.start()
-            _pump(conn, upstream)
+            pump(conn, upstream)
             back.join()
         except (OSError, ValueError):
             pass
@@ -262,19 +273,3 @@ def _answer(conn: socket.socket, status: int, message: str) -> None:
         )
     except OSError:
         pass
-
-
-def _pump(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while True:
-            data = src.recv(CHUNK)
-            if not data:
-                break
-            dst.sendall(data)
-    except OSError:
-        pass
-    for sock, how in ((dst, socket.SHUT_WR), (src, socket.SHUT_RD)):
-        try:
-            sock.shutdown(how)
-        except OSError:
-            pass

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import http.server
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from django.conf import settings
 
 from controlplane import sandbox
 from controlplane.sandbox import Limits
+from tests.support.textserver import TextServer
 
 PATH = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 LIMITS = Limits(wall_seconds=60, cpu_seconds=30, memory_bytes=256 << 20, processes=64, disk_bytes=64 << 20)
@@ -30,39 +29,16 @@ def sh(command: str, **kwargs) -> tuple[sandbox.RunResult, str]:
     return result, "\n".join(lines)
 
 
-class Server:
-    """An HTTP server on ``host`` answering every GET with ``body``."""
-
-    def __init__(self, host: str, body: bytes):
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self):
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture(scope="module")
 def public_server():
-    server = Server(PUBLIC_STAND_IN, b"public-content")
+    server = TextServer(PUBLIC_STAND_IN, b"public-content")
     yield server
     server.close()
 
 
 @pytest.fixture(scope="module")
 def loopback_server():
-    server = Server("127.0.0.1", b"control-plane-content")
+    server = TextServer("127.0.0.1", b"control-plane-content")
     yield server
     server.close()
 
@@ -240,7 +216,7 @@ def test_metadata_addresses_stay_refused_even_inside_public_networks():
 
 
 def test_only_the_given_loopback_ports_are_reachable(loopback_server, public_server):
-    other = Server("127.0.0.1", b"web-server-content")
+    other = TextServer("127.0.0.1", b"web-server-content")
     try:
         result, output = sh(
             f"curl -sS -m 5 http://127.0.0.1:{loopback_server.port}/; echo;"

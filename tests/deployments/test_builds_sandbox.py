@@ -3,36 +3,25 @@ of the control plane, cannot exhaust the worker, and reaches only public address
 
 from __future__ import annotations
 
-import http.server
-import threading
 import zipfile
 
 import pytest
 
+from controlplane.choices import Role
 from deployments import artifacts
 from deployments.builds import BuildFailed, build_artifact
 from deployments.choices import DeploymentStatus
 from deployments.models import Deployment, RegionDeployment
 from deployments.services.region_job import build_release
+from tests.deployments.test_builds import Log
 from tests.factories import AppFactory, RegionFactory, StageFactory
 from tests.support.gitrepo import DumbHttpGitServer, GitRepo
+from tests.support.textserver import TextServer
 
 pytestmark = pytest.mark.django_db
 
 HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'v1'}\n"
 PUBLIC_STAND_IN = "127.0.0.2"  # treated as public through SANDBOX_TREAT_AS_PUBLIC in these tests
-
-
-class Log:
-    def __init__(self):
-        self.lines: list[tuple[str, str]] = []
-
-    def __call__(self, level: str, line: str) -> None:
-        self.lines.append((level, line))
-
-    @property
-    def text(self) -> str:
-        return "\n".join(line for _, line in self.lines)
 
 
 @pytest.fixture
@@ -47,22 +36,9 @@ def app(team, repo):
 
 @pytest.fixture(scope="module")
 def public_site():
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - http.server's naming
-            body = b"left-pad@1.3.0"
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    httpd = http.server.ThreadingHTTPServer((PUBLIC_STAND_IN, 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://{PUBLIC_STAND_IN}:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
+    server = TextServer(PUBLIC_STAND_IN, b"left-pad@1.3.0")
+    yield server.url
+    server.close()
 
 
 def deployment_of(app, sha: str) -> Deployment:
@@ -109,9 +85,8 @@ def test_a_build_reaches_public_addresses_through_the_proxy_but_not_loopback(
     app, repo, settings, public_site
 ):
     settings.SANDBOX_TREAT_AS_PUBLIC = [f"{PUBLIC_STAND_IN}/32"]
-    loopback = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=loopback.serve_forever, daemon=True).start()
-    control_plane = f"http://127.0.0.1:{loopback.server_address[1]}/"
+    loopback = TextServer("127.0.0.1", b"control-plane-content")
+    control_plane = f"{loopback.url}/"
     sha = repo.commit({"app.py": HANDLER}, "Fetch")
     app.build_command = (
         f"mkdir -p dist && cp app.py dist/ && curl -sSf -m 10 {public_site}/left-pad > dist/vendored.txt && "
@@ -125,11 +100,10 @@ def test_a_build_reaches_public_addresses_through_the_proxy_but_not_loopback(
     try:
         artifact = build_artifact(app=app, sha=sha, emit=log)
     finally:
-        loopback.shutdown()
-        loopback.server_close()
+        loopback.close()
 
     assert "control plane unreachable" in log.text
-    assert ("warning", f"The sandbox refused a connection to 127.0.0.1:{loopback.server_address[1]}: "
+    assert ("warning", f"The sandbox refused a connection to 127.0.0.1:{loopback.port}: "
             "127.0.0.1 is a loopback address.") in log.lines  # fmt: skip
     with zipfile.ZipFile(artifacts.artifact_path(artifact)) as zf:
         assert zf.read("vendored.txt") == b"left-pad@1.3.0"
@@ -180,3 +154,15 @@ def test_the_git_credential_is_never_visible_to_the_build(app, repo):
     assert server.seen_authorization and all(  # only the fetch, outside the sandbox, reached it
         a == server.expected for a in server.seen_authorization if a
     )
+
+
+def test_an_admin_turns_an_apps_build_network_off_through_the_api(app, api_for):
+    client = api_for(app.team, role=Role.ADMIN)
+    assert client.get(f"/api/v1/apps/{app.slug}/").json()["build_network"] is True
+
+    response = client.patch(f"/api/v1/apps/{app.slug}/", {"build_network": False}, format="json")
+
+    assert response.status_code == 200, response.json()
+    assert response.json()["build_network"] is False
+    app.refresh_from_db()
+    assert app.build_network is False

@@ -46,6 +46,8 @@ class FakeCodeBuild:
     def __init__(self):
         self.requests: list[dict] = []
         self.failed: set[str] = set()
+        self.stopped: set[str] = set()
+        self.endless = False  # builds stay IN_PROGRESS until stopped
 
     def run(self, params: dict, build_id: str) -> None:
         self.requests.append(params)
@@ -102,6 +104,7 @@ def codebuild(settings, monkeypatch):
     settings.CODEBUILD_POLL_INTERVAL = 0.05
     fake = FakeCodeBuild()
     original_start, original_get = CodeBuildResponse.start_build, CodeBuildBackend.batch_get_builds
+    original_stop = CodeBuildBackend.stop_build
 
     def start_build(self):
         result = original_start(self)
@@ -120,10 +123,17 @@ def codebuild(settings, monkeypatch):
         for build in builds:
             if build["id"] in fake.failed:
                 build["buildStatus"] = "FAILED"
+            elif fake.endless:
+                build["buildStatus"] = "STOPPED" if build["id"] in fake.stopped else "IN_PROGRESS"
         return builds
+
+    def stop_build(self, build_id):
+        fake.stopped.add(build_id)
+        return original_stop(self, build_id)
 
     monkeypatch.setattr(CodeBuildResponse, "start_build", start_build)
     monkeypatch.setattr(CodeBuildBackend, "batch_get_builds", batch_get_builds)
+    monkeypatch.setattr(CodeBuildBackend, "stop_build", stop_build)
     with mock_aws():
         session.reset_clients()
         boto3.client("s3", region_name=REGION).create_bucket(
@@ -189,3 +199,20 @@ def test_codebuild_needs_its_project_and_bucket(app, codebuild, settings):
     with pytest.raises(BuildFailed) as failure:
         build_artifact(app=app, sha=sha, emit=lambda level, line: None)
     assert "needs CODEBUILD_PROJECT and CODEBUILD_BUCKET" in failure.value.detail
+
+
+def test_a_codebuild_build_past_the_time_limit_is_stopped(app, codebuild, settings):
+    settings.BUILD_TIMEOUT = 3
+    codebuild.endless = True
+    sha = app.repo.commit({"app.py": HANDLER}, "Slow")
+    app.build_command = "echo started"
+    app.save()
+
+    started = time.monotonic()
+    with pytest.raises(BuildFailed) as failure:
+        build_artifact(app=app, sha=sha, emit=lambda level, line: None)
+
+    assert time.monotonic() - started < 30
+    assert "ran past the 3 s limit" in failure.value.detail and "was stopped" in failure.value.detail
+    assert "started" in failure.value.detail  # the log's tail
+    assert len(codebuild.stopped) == 1

@@ -76,11 +76,11 @@ def test_a_build_hunting_for_the_control_plane_finds_none_of_it(
     app = AppFactory(team=team, slug="shop", repo_url=repo.url, runtime="python3.12", handler="app.handler")
     AppRegionFactory(app=app, region=RegionFactory(code="us-east-1"))
     StageFactory(app=app, name="production", branch="main")
-    app.build_command = hunt(
-        data_dir=str(settings.DATA_DIR), project=str(Path(settings.BASE_DIR)), ports=ports
-    )
+    # The hunt is a script in the repository, as an attacker with push access would write it.
+    script = hunt(data_dir=str(settings.DATA_DIR), project=str(Path(settings.BASE_DIR)), ports=ports)
+    app.build_command = "bash hunt.sh"
     app.save()
-    sha = repo.commit({"app.py": HANDLER}, "Hunt")
+    sha = repo.commit({"app.py": HANDLER, "hunt.sh": script}, "Hunt")
 
     body = body_of(github_push(repo, after=sha, before="0" * 40))
     response = Client().post(
