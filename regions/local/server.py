@@ -75,6 +75,8 @@ class Cache:
             task = asyncio.ensure_future(self._load(key, load))
             self.loading[key] = task
         if hit is not None and self.stale_ok:
+            # Nobody awaits this load: a failure is retried at the next request, not reported.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
             return hit[1]
         return await asyncio.shield(task)
 
