@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
 
 from controlplane.access import Principal
 from controlplane.errors import DomainError, NotFound
 from regions.models import AppRegion, StagePlacement
 
-from .models import App, EnvVar, Stage
+from .choices import RegionStatus
+from .models import App, EnvVar, RegionDeployment, Release, Stage
 
 
 class AmbiguousApp(DomainError):
@@ -63,6 +67,10 @@ def env_vars_of(*, app: App) -> QuerySet[EnvVar]:
 def region_summaries(app: App) -> list[dict]:
     """Per region of ``app``: its code, the regional API endpoint, its health (the worst of its
     stages': down > unknown > up) and the Lambda version and endpoint of each stage there."""
+    states = stage_states(stage.pk for stage in app.stages.all())
+    served = {
+        (stage_id, region.region): region for stage_id, state in states.items() for region in state.regions
+    }
     out = []
     for placement in app.placements.all():
         stages = list(placement.stages.all())
@@ -83,9 +91,120 @@ def region_summaries(app: App) -> list[dict]:
                         "version": sp.version or None,
                         "endpoint": sp.endpoint_url or None,
                         "health": sp.health_status,
+                        **_served(served.get((sp.stage_id, placement.region.code))),
                     }
                     for sp in stages
                 },
             }
         )
     return out
+
+
+def _served(state: RegionState | None) -> dict:
+    return {
+        "release": state.release.number if state and state.release else None,
+        "deploy_status": state.deploy_status if state else "",
+        "warning": state.warning if state else "",
+    }
+
+
+# --- What each stage runs, per region (one rule for the UI and the API) --------------------------
+
+# A region serving a release whose deploy there ended like this gets a warning.
+_UNTRUSTED = {
+    RegionStatus.FAILED: "its deploy failed here",
+    RegionStatus.CANCELLED: "its deploy here was cancelled before it finished",
+    RegionStatus.ROLLED_BACK: "its deploy here was rolled back",
+    RegionStatus.SKIPPED: "its deploy here was skipped",
+}
+
+
+@dataclass
+class RegionState:
+    """What one stage serves in one region and whether that deserves trust."""
+
+    region: str
+    version: str
+    release: Release | None
+    deployment_id: int | None  # the deployment that last shipped ``release`` here
+    deploy_status: str  # that deployment's status in this region ("" when none is known)
+    error: str
+    warning: str  # non-empty: traffic runs on a release that failed or was not verified here
+
+
+@dataclass
+class StageState:
+    """A stage's current release (the one rule: what its regions serve) and each region's state."""
+
+    release: Release | None  # what the regions serve; the newest of them when they disagree
+    mixed: bool  # the regions serve different releases
+    regions: list[RegionState] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[RegionState]:
+        return [r for r in self.regions if r.warning]
+
+
+def stage_states(stage_ids: Iterable[int]) -> dict[int, StageState]:
+    """``{stage id: StageState}`` in two queries, whatever the number of stages.
+
+    The current release of a stage in a region is the release its alias serves there, as the
+    deploy engine recorded it on the stage placement. A region gets a warning when the last
+    deployment that shipped that release there did not succeed (failed verification with
+    policy ``leave``, cancelled after the alias moved...) or when no deployment of it is known
+    there (it was not verified)."""
+    ids = list(stage_ids)
+    if not ids:
+        return {}
+    last_rd = (
+        RegionDeployment.objects.filter(
+            deployment__stage_id=OuterRef("stage_id"),
+            deployment__release_id=OuterRef("release_id"),
+            region_id=OuterRef("placement__region_id"),
+        )
+        .order_by("-id")
+        .values("id")[:1]
+    )
+    rows = list(
+        StagePlacement.objects.filter(stage_id__in=ids)
+        .exclude(version="")
+        .select_related("placement__region", "release")
+        .annotate(last_rd=Subquery(last_rd))
+        .order_by("stage_id", "placement__region__code")
+    )
+    rds = RegionDeployment.objects.in_bulk([r.last_rd for r in rows if r.last_rd])
+    states: dict[int, StageState] = {pk: StageState(release=None, mixed=False) for pk in ids}
+    for sp in rows:
+        rd = rds.get(sp.last_rd)
+        status = rd.status if rd else ""
+        if sp.release_id is None:
+            warning = f"serves Lambda version {sp.version}, which no recorded release explains"
+        elif rd is None:
+            warning = f"release #{sp.release.number} has no recorded deploy here (not verified)"
+        elif status in _UNTRUSTED:
+            warning = f"serves release #{sp.release.number}, but {_UNTRUSTED[status]}"
+            if rd.error:
+                warning += f": {rd.error}"
+        else:
+            warning = ""
+        states[sp.stage_id].regions.append(
+            RegionState(
+                region=sp.placement.region.code,
+                version=sp.version,
+                release=sp.release,
+                deployment_id=rd.deployment_id if rd else None,
+                deploy_status=status,
+                error=rd.error if rd else "",
+                warning=warning,
+            )
+        )
+    for state in states.values():
+        served = {r.release.pk: r.release for r in state.regions if r.release is not None}
+        state.mixed = len(served) > 1
+        state.release = max(served.values(), key=lambda r: r.number) if served else None
+    return states
+
+
+def current_release(*, stage: Stage) -> Release | None:
+    """The release ``stage`` runs: what its regions serve (the newest when they disagree)."""
+    return stage_states([stage.pk])[stage.pk].release

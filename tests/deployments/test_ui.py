@@ -17,7 +17,7 @@ from deployments.models import Artifact, Deployment, RegionDeployment, Stage
 from deployments.services.deploy import create_release
 from deployments.services.events import log_event
 from regions.aws import lambda_
-from regions.models import AppRegion, Incident, StagePlacement
+from regions.models import AppRegion, Incident, Probe, StagePlacement
 from tests.factories import (
     AppFactory,
     AppRegionFactory,
@@ -242,7 +242,7 @@ def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, tea
     for code in REGIONS:
         assert code in page
     assert f'href="/deployments/{deployment.pk}/"' in page
-    assert "Add checkout" in page and "Ada Lovelace" in page and "webhook:github" in page
+    assert "Add checkout" in page and "push by Ada Lovelace (GitHub)" in page
     assert 'href="https://github.com/acme/shop/commit/a1b2c3d4e5f6a7b8"' in page
     assert "GREETING" in page and "hello-plain" in page
     assert "DB_PASSWORD" in page
@@ -278,6 +278,13 @@ def test_health_page_shows_state_probe_latency_and_incidents_with_durations(brow
     StagePlacement.objects.filter(placement__region__code="eu-west-1").update(
         health_status="up", last_probe_at=now, last_latency_ms=23.0
     )
+    Probe.objects.create(
+        stage_placement=down, ok=False, status_code=502, latency_ms=812.4, error="status 502"
+    )
+    Probe.objects.create(
+        stage_placement=StagePlacement.objects.get(placement__region__code="eu-west-1"), ok=True,
+        status_code=200, latency_ms=23.0,
+    )  # fmt: skip
     Incident.objects.create(stage_placement=down, opened_at=now - timedelta(minutes=5), reason="HTTP 502")
     Incident.objects.create(
         stage_placement=down,
@@ -289,10 +296,12 @@ def test_health_page_shows_state_probe_latency_and_incidents_with_durations(brow
     assert response.status_code == 200
     page = html(response)
     assert "status-down" in page and "status-up" in page
-    assert "812 ms" in page and "23 ms" in page
-    assert "HTTP 502" in page and "timed out" in page
-    assert "open 5m" in page  # the open incident's duration so far
-    assert "10m 00s" in page  # the closed one's
+    assert "failed: status 502" in page and "812 ms" not in page  # a failure is not a latency
+    assert "healthy, 23 ms" in page
+    assert "HTTP 502" in page
+    assert "Down for 5m" in page  # the open incident's duration so far
+    response = browser_for(team, Role.VIEWER).get("/apps/shop/health/?window=week")
+    assert "timed out" in html(response) and "after 10m 00s" in html(response)  # the closed one's
 
 
 def test_deployment_page_shows_commit_regions_and_the_event_log(browser_for, team, app):
@@ -352,7 +361,7 @@ def test_viewers_see_no_rollback_or_unpin_buttons(browser_for, team, app):
     assert "/stages/production/unpin/" not in page and ">Unpin<" not in page
 
     deployer_page = html(browser_for(team, Role.DEPLOYER).get("/apps/shop/"))
-    assert "/stages/production/rollback/" in deployer_page and "Roll back to #1" in deployer_page
+    assert "/stages/production/rollback/" in deployer_page and "Roll back to this" in deployer_page
     assert "/stages/production/unpin/" in deployer_page
 
 

@@ -1,0 +1,375 @@
+"""The team web UI's read pages: apps, one app, its deployments, one deployment.
+
+What a user sees is decided by ``controlplane.access`` (another team's app or deployment is a
+404). What a stage runs comes from ``selectors.stage_states``, the rule the API's app detail uses.
+Secret env values are never read here at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from urllib.parse import urlencode
+
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+
+from controlplane.access import principal_for
+from controlplane.choices import Role
+from controlplane.errors import NotFound
+from regions.selectors import worst_status
+
+from .. import selectors
+from ..choices import (
+    ACTIVE_DEPLOYMENT_STATUSES,
+    ACTIVE_REGION_STATUSES,
+    LAMBDA_RUNTIMES,
+    DeploymentKind,
+    DeploymentStatus,
+    EventLevel,
+    RegionStatus,
+)
+from ..models import App, Deployment, DeploymentEvent, Release
+from .common import (
+    app_query,
+    commit_of,
+    duration,
+    find_app,
+    page,
+    probe_time,
+    safe_url,
+    team_query,
+    trigger_words,
+)
+from .forms import DeployForm, EnvVarForm, PromoteForm
+
+RECENT_DEPLOYMENTS = 15
+DEPLOYMENTS_PER_PAGE = 50
+RELEASES_PER_STAGE = 10
+EVENTS_ON_PAGE = 2000  # more are fetched by the live log (or read through the API)
+HEALTH_FILTERS = ("up", "down", "unknown")
+
+
+def _health_counts(app: App) -> dict:
+    """Counts of the app's live stage placements per health status (from prefetched rows)."""
+    counts = Counter(
+        sp.health_status for placement in app.placements.all() for sp in placement.stages.all() if sp.live
+    )
+    return {
+        "up": counts["up"],
+        "down": counts["down"],
+        "unknown": counts["unknown"],
+        "status": worst_status(counts.elements()) if counts else "",
+    }
+
+
+def _stage_summary(stage, state: selectors.StageState | None) -> dict:
+    release = state.release if state else None
+    return {
+        "stage": stage,
+        "release": release,
+        "commit": commit_of(release) if release else None,
+        "mixed": bool(state and state.mixed),
+        "warnings": state.warnings if state else [],
+        "regions": state.regions if state else [],
+    }
+
+
+@page("GET")
+def app_list(request: HttpRequest) -> HttpResponse:
+    """The user's apps across their teams: regions, what each stage runs, health; searchable
+    by name and filtered by team and health."""
+    principal = principal_for(request)
+    q = (request.GET.get("q") or "").strip()[:100]
+    team = request.GET.get("team") or ""
+    health = request.GET.get("health") or ""
+    qs = selectors.apps_for(principal).order_by("team__slug", "slug")
+    if q:
+        qs = qs.filter(Q(slug__icontains=q) | Q(name__icontains=q) | Q(repo_url__icontains=q))
+    if team:
+        qs = qs.filter(team__slug=team)
+    apps = list(qs)
+    states = selectors.stage_states(stage.pk for app in apps for stage in app.stages.all())
+    slugs = Counter(app.slug for app in apps)
+    rows = []
+    for app in apps:
+        counts = _health_counts(app)
+        if health in HEALTH_FILTERS and counts["status"] != health:
+            continue
+        query = team_query(app.team.slug) if slugs[app.slug] > 1 else ""
+        stages = [_stage_summary(stage, states.get(stage.pk)) for stage in app.stages.all()]
+        rows.append(
+            {
+                "app": app,
+                "url": reverse("ui:app", args=[app.slug]) + query,
+                "health_url": reverse("ui:health", args=[app.slug]) + query,
+                "regions": [p.region.code for p in app.placements.all()],
+                "stages": stages,
+                "warnings": sum(len(s["warnings"]) for s in stages),
+                "health": counts,
+            }
+        )
+    teams = list(principal.teams().order_by("slug"))
+    return render(
+        request,
+        "deployments/app_list.html",
+        {
+            "rows": rows,
+            "teams": teams,
+            "q": q,
+            "team": team,
+            "health": health,
+            "filtered": bool(q or team or health),
+            "can_create": any(principal.can(Role.ADMIN, team_id=t.pk) for t in teams),
+        },
+    )
+
+
+def _releases_by_stage(app: App, stages) -> dict[int, list[Release]]:
+    """The latest releases of each stage (newest first), in one query."""
+    out: dict[int, list[Release]] = defaultdict(list)
+    rows = (
+        Release.objects.filter(app=app)
+        .select_related("artifact")
+        .order_by("-id")[: RELEASES_PER_STAGE * max(1, len(stages))]
+    )
+    for release in rows:
+        if len(out[release.stage_id]) < RELEASES_PER_STAGE:
+            out[release.stage_id].append(release)
+    return out
+
+
+@page("GET")
+def app_detail(request: HttpRequest, app: str) -> HttpResponse:
+    """One app: what each stage runs in each region (with warnings), its releases (roll back to
+    any), the deploy and promote forms, placements and health, recent deployments, env vars."""
+    principal = principal_for(request)
+    obj, query = find_app(request, app)
+    stages = list(obj.stages.all())
+    states = selectors.stage_states(stage.pk for stage in stages)
+    releases = _releases_by_stage(obj, stages)
+    deployer_stages = [s.name for s in stages if principal.can(Role.DEPLOYER, app=obj, stage=s.name)]
+    stage_rows = []
+    for stage in stages:
+        row = _stage_summary(stage, states.get(stage.pk))
+        current = row["release"]
+        row["can_deploy"] = stage.name in deployer_stages
+        row["releases"] = [
+            {"release": r, "commit": commit_of(r), "current": current is not None and r.pk == current.pk}
+            for r in releases.get(stage.pk, [])
+        ]
+        stage_rows.append(row)
+    placements = []
+    for placement in obj.placements.all():
+        sps = sorted(placement.stages.all(), key=lambda sp: sp.stage.name)
+        placements.append(
+            {
+                "region": placement.region,
+                "health": worst_status(sp.health_status for sp in sps if sp.live) if sps else "unknown",
+                "stages": [
+                    {
+                        "name": sp.stage.name,
+                        "version": sp.version,
+                        "health": sp.health_status if sp.live else "",
+                        "endpoint": safe_url(sp.endpoint_url),
+                        "last_probe_at": probe_time(sp.last_probe_at),
+                    }
+                    for sp in sps
+                ],
+            }
+        )
+    deployments = [
+        deployment_row(d)
+        for d in Deployment.objects.filter(app=obj)
+        .select_related("stage", "release", "user")
+        .order_by("-created_at", "-id")[:RECENT_DEPLOYMENTS]
+    ]
+    can_deploy = bool(deployer_stages)
+    stage_choices = [(name, name) for name in deployer_stages]
+    region_codes = [p.region.code for p in obj.placements.all()]
+    return render(
+        request,
+        "deployments/app_detail.html",
+        {
+            "app": obj,
+            "team_query": query,
+            "stages": stage_rows,
+            "placements": placements,
+            "deployments": deployments,
+            "env_vars": env_rows(obj),
+            "health": _health_counts(obj),
+            "can_deploy": can_deploy,
+            "can_admin": principal.can(Role.ADMIN, app=obj),
+            "deploy_form": DeployForm(stages=stage_choices) if can_deploy else None,
+            "promote_form": PromoteForm(stages=[(s.name, s.name) for s in stages]) if can_deploy else None,
+            "env_form": EnvVarForm(stages=[s.name for s in stages], regions=region_codes)
+            if can_deploy
+            else None,
+            "runtimes": LAMBDA_RUNTIMES,
+        },
+    )
+
+
+def deployment_row(d: Deployment) -> dict:
+    return {
+        "deployment": d,
+        "commit": commit_of(d),
+        "release_number": d.release.number if d.release_id else None,
+        "duration": duration(d.started_at, d.finished_at) if d.started_at else "",
+        "active": d.status in ACTIVE_DEPLOYMENT_STATUSES,
+        "trigger": trigger_words(d),
+    }
+
+
+def env_rows(app: App) -> list[dict]:
+    """Env var rows with their scope. Secret values are not even loaded: they stay encrypted."""
+    qs = selectors.env_vars_of(app=app).order_by("key", "stage__name", "region__code", "id")
+    plain = dict(qs.filter(secret=False).values_list("pk", "value"))
+    return [
+        {
+            "id": row["pk"],
+            "key": row["key"],
+            "stage": row["stage__name"] or "",
+            "region": row["region__code"] or "",
+            "secret": row["secret"],
+            "value": None if row["secret"] else plain.get(row["pk"], ""),
+        }
+        for row in qs.values("pk", "key", "secret", "stage__name", "region__code")
+    ]
+
+
+@page("GET")
+def deployment_list(request: HttpRequest, app: str) -> HttpResponse:
+    """All of an app's deployments, newest first, filtered by stage, status and kind, a page
+    at a time (no count over the whole table: one row more than a page says there is a next)."""
+    obj, query = find_app(request, app)
+    qs = Deployment.objects.filter(app=obj).select_related("stage", "release", "user")
+    stage = request.GET.get("stage") or ""
+    status = request.GET.get("status") or ""
+    kind = request.GET.get("kind") or ""
+    if stage:
+        qs = qs.filter(stage__name=stage)
+    if status in DeploymentStatus.values:
+        qs = qs.filter(status=status)
+    if kind in DeploymentKind.values:
+        qs = qs.filter(kind=kind)
+    try:
+        number = max(1, min(int(request.GET.get("page") or 1), 100000))
+    except ValueError:
+        number = 1
+    start = (number - 1) * DEPLOYMENTS_PER_PAGE
+    rows = list(qs.order_by("-id")[start : start + DEPLOYMENTS_PER_PAGE + 1])
+    params = {
+        k: v
+        for k, v in {"team": request.GET.get("team"), "stage": stage, "status": status, "kind": kind}.items()
+        if v
+    }
+
+    def link(n: int) -> str:
+        return "?" + urlencode({**params, "page": n})
+
+    return render(
+        request,
+        "deployments/deployment_list.html",
+        {
+            "app": obj,
+            "team_query": query,
+            "deployments": [deployment_row(d) for d in rows[:DEPLOYMENTS_PER_PAGE]],
+            "page": number,
+            "next_url": link(number + 1) if len(rows) > DEPLOYMENTS_PER_PAGE else "",
+            "prev_url": link(number - 1) if number > 1 else "",
+            "stages": [s.name for s in obj.stages.all()],
+            "statuses": DeploymentStatus.values,
+            "kinds": DeploymentKind.values,
+            "stage": stage,
+            "status": status,
+            "kind": kind,
+        },
+    )
+
+
+def without_region(message: str, region: str) -> str:
+    """The log line without the ``"<region>: "`` the engine puts first (the region has a column)."""
+    prefix = f"{region}: "
+    return message[len(prefix) :] if region and message.startswith(prefix) else message
+
+
+def failure_summary(regions) -> list[dict]:
+    """The regions that failed (or were rolled back) and why, first error first."""
+    bad = (RegionStatus.FAILED, RegionStatus.ROLLED_BACK)
+    return [
+        {"region": rd.region.code, "status": rd.status, "error": rd.error or "No error was recorded."}
+        for rd in regions
+        if rd.status in bad
+    ]
+
+
+@page("GET")
+def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """One deployment: a failure summary, its commit, every region's status and versions, the
+    actions that apply, and the event log (which follows live while the deployment is active)."""
+    principal = principal_for(request)
+    deployment = (
+        Deployment.objects.filter(app__in=App.objects.visible_to(principal), pk=pk)
+        .select_related("app__team", "stage", "release", "previous_release", "user")
+        .first()
+    )
+    if deployment is None:
+        raise NotFound(f"No deployment {pk}.")
+    rds = list(deployment.regions.select_related("region").order_by("wave", "region__code"))
+    regions = [
+        {
+            "rd": rd,
+            "duration": duration(rd.started_at, rd.finished_at),
+            "active": rd.status in ACTIVE_REGION_STATUSES,
+        }
+        for rd in rds
+    ]
+    events = list(
+        DeploymentEvent.objects.filter(deployment=deployment)
+        .select_related("region")
+        .order_by("seq")[: EVENTS_ON_PAGE + 1]
+    )
+    truncated = len(events) > EVENTS_ON_PAGE
+    events = events[:EVENTS_ON_PAGE]
+    for e in events:
+        e.text = without_region(e.message, e.region.code if e.region_id else "")
+    query = app_query(principal, deployment.app)
+    active = deployment.status in ACTIVE_DEPLOYMENT_STATUSES
+    can_deploy = principal.can(Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)
+    finished_badly = deployment.status in (
+        DeploymentStatus.FAILED,
+        DeploymentStatus.PARTIALLY_FAILED,
+        DeploymentStatus.ROLLED_BACK,
+        DeploymentStatus.CANCELLED,
+    )
+    return render(
+        request,
+        "deployments/deployment_detail.html",
+        {
+            "deployment": deployment,
+            "app": deployment.app,
+            "app_url": reverse("ui:app", args=[deployment.app.slug]) + query,
+            "team_query": query,
+            "commit": commit_of(deployment),
+            "compare_url": safe_url(deployment.compare_url),
+            "replaced": commit_of(deployment.previous_release) if deployment.previous_release_id else None,
+            "regions": regions,
+            "region_codes": [rd.region.code for rd in rds],
+            "levels": EventLevel.values,
+            "failures": failure_summary(rds),
+            "events": events,
+            "truncated": truncated,
+            "last_seq": events[-1].seq if events else 0,
+            "active": active,
+            "duration": duration(deployment.started_at, deployment.finished_at),
+            "trigger": trigger_words(deployment),
+            "can_cancel": can_deploy and active,
+            "can_retry": can_deploy and not active and finished_badly and deployment.release_id is not None,
+            "can_roll_back": can_deploy
+            and not active
+            and deployment.previous_release_id is not None
+            and deployment.kind != DeploymentKind.ROLLBACK,
+        },
+    )
