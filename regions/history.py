@@ -111,14 +111,8 @@ def last_probes(stage_placement_ids: list[int]) -> dict[int, Probe]:
     newest = (
         Probe.objects.filter(stage_placement=OuterRef("pk")).order_by("-created_at", "-id").values("pk")[:1]
     )
-    ids = [
-        pk
-        for pk in StagePlacement.objects.filter(pk__in=stage_placement_ids)
-        .annotate(last=Subquery(newest))
-        .values_list("last", flat=True)
-        if pk
-    ]
-    return {p.stage_placement_id: p for p in Probe.objects.filter(pk__in=ids)}
+    latest = StagePlacement.objects.filter(pk__in=stage_placement_ids).annotate(last=Subquery(newest))
+    return {p.stage_placement_id: p for p in Probe.objects.filter(pk__in=latest.values("last"))}
 
 
 def incidents_in(*, app, window: str = DEFAULT_WINDOW, now: datetime | None = None, limit: int = 50):
@@ -157,10 +151,12 @@ def svg_chart(series: Series, *, window: str = DEFAULT_WINDOW, now: datetime | N
     def y(ms: float) -> float:
         return round(height - pad - (height - 2 * pad) * (ms / top), 1)
 
+    ok = [b.max_ms for b in series.buckets if b.max_ms is not None]
+    peak = f"; peak {max(ok):.0f} ms" if ok else ": no successful probes"
     bar = max(1.0, (width - 2 * pad) * bucket.total_seconds() / span)
     parts = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" preserveAspectRatio="none" role="img" '
-        f'aria-label="Latency over the last {window}; peak {top:.0f} ms">',
+        f'aria-label="Latency over the last {window}{peak}">',
         f'<line class="axis" x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}"/>',
     ]
     for b in series.buckets:

@@ -8,42 +8,58 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.safestring import mark_safe
 
+from controlplane.access import principal_for
 from regions import history
-from regions.models import StagePlacement
-from regions.selectors import app_health
+from regions.endpoints import resolve_endpoint
+from regions.selectors import stage_placements_of, worst_status
 
-from .common import find_app, human_seconds, page, probe_time, safe_url
+from .. import selectors
+from ..models import App
+from .common import human_seconds, page, probe_time, safe_url, team_query
 
 
 @page("GET")
 def app_health_page(request: HttpRequest, app: str) -> HttpResponse:
-    obj, query = find_app(request, app)
+    principal = principal_for(request)
+    team = request.GET.get("team") or None
+    obj = selectors.app_for(
+        principal=principal,
+        slug=app,
+        team=team,
+        queryset=App.objects.visible_to(principal).select_related("team"),
+    )
     window = request.GET.get("window") or history.DEFAULT_WINDOW
     if window not in history.WINDOWS:
         window = history.DEFAULT_WINDOW
-    data = app_health(app=obj)
-    placements = {(sp.stage.name, sp.placement.region.code): sp.pk for sp in _placements(obj)}
-    ids = list(placements.values())
+    placements = list(stage_placements_of(app=obj))
+    ids = [sp.pk for sp in placements]
     series = history.latency_series(ids, window=window)
     last = history.last_probes(ids)
     regions = []
-    for row in data["regions"]:
-        pk = placements.get((row["stage"], row["region"]))
-        incident = row["open_incident"]
-        probe = last.get(pk)
-        s = series.get(pk) or history.Series(stage_placement_id=pk or 0)
+    for sp in placements:
+        incident = sp.open_incidents[0] if sp.open_incidents else None
+        probe = last.get(sp.pk)
+        s = series[sp.pk]
+        fallback = sp.last_latency_ms if sp.consecutive_failures == 0 else None
         regions.append(
             {
-                **row,
-                "last_probe_at": probe_time(row["last_probe_at"]),
-                "endpoint": safe_url(row["endpoint"] or ""),
+                "stage": sp.stage.name,
+                "region": sp.placement.region.code,
+                "live": sp.live,
+                "version": sp.version,
+                "status": sp.health_status,
+                "endpoint": safe_url(resolve_endpoint(sp) or ""),
+                "last_probe_at": probe_time(sp.last_probe_at),
+                "consecutive_failures": sp.consecutive_failures,
+                "route53_status": sp.route53_status,
                 "open_incident": incident,
                 "open_for": human_seconds(incident.duration_s) if incident else "",
-                "last_ok": probe.ok if probe else (_fallback_latency(row) is not None or None),
+                # A failed probe shows its failure: its "latency" is how fast it failed.
+                "last_ok": probe.ok if probe else (True if fallback is not None else None),
                 "last_error": (probe.error or f"status {probe.status_code}")
                 if probe and not probe.ok
                 else "",
-                "last_latency": probe.latency_ms if probe else _fallback_latency(row),
+                "last_latency": probe.latency_ms if probe else fallback,
                 "uptime": s.uptime,
                 "probes": s.probes,
                 "failed": s.failed,
@@ -66,20 +82,11 @@ def app_health_page(request: HttpRequest, app: str) -> HttpResponse:
         "deployments/app_health.html",
         {
             "app": obj,
-            "team_query": query,
-            "status": data["status"],
+            "team_query": team_query(team),
+            "status": worst_status(r["status"] for r in regions if r["live"]),
             "regions": regions,
             "incidents": incidents,
             "window": window,
             "windows": list(history.WINDOWS),
         },
     )
-
-
-def _placements(app):
-    return StagePlacement.objects.filter(placement__app=app).select_related("stage", "placement__region")
-
-
-def _fallback_latency(row: dict) -> float | None:
-    """Without a probe row (pruned), the placement's last latency, only if that probe passed."""
-    return row["latency_ms"] if row["consecutive_failures"] == 0 and row["latency_ms"] is not None else None

@@ -12,119 +12,21 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from controlplane.choices import Role
-from deployments.choices import DeploymentKind, DeploymentStatus, RegionStatus
-from deployments.models import Artifact, Deployment, RegionDeployment, Stage
-from deployments.services.deploy import create_release
+from deployments.choices import DeploymentKind, DeploymentStatus
+from deployments.models import Deployment, RegionDeployment, Stage
 from deployments.services.events import log_event
 from regions.aws import lambda_
-from regions.models import AppRegion, Incident, Probe, StagePlacement
+from regions.models import Incident, Probe, StagePlacement
+from tests.deployments.ui_support import SECRET, UI_REGIONS, html, ship
 from tests.factories import (
     AppFactory,
     AppRegionFactory,
-    EnvVarFactory,
     MembershipFactory,
     RegionFactory,
     StageFactory,
     TeamFactory,
     UserFactory,
 )
-
-SECRET = "pa55-very-secret-value"
-REGIONS = ["eu-west-1", "us-east-1"]
-
-
-@pytest.fixture
-def app(team):
-    """``acme/shop`` in two regions with a production stage, a plain and a secret env var."""
-    app = AppFactory(team=team, slug="shop", name="Shop")
-    for code in REGIONS:
-        AppRegionFactory(app=app, region=RegionFactory(code=code))
-    StageFactory(app=app, name="production", domain="shop.example.com")
-    EnvVarFactory(app=app, key="GREETING", value="hello-plain")
-    EnvVarFactory(app=app, key="DB_PASSWORD", value=SECRET, secret=True)
-    return app
-
-
-@pytest.fixture
-def foreign_app(other_team):
-    app = AppFactory(team=other_team, slug="intranet")
-    AppRegionFactory(app=app, region=RegionFactory(code="us-east-1"))
-    StageFactory(app=app, name="production")
-    return app
-
-
-@pytest.fixture
-def browser_for(db):
-    """``browser_for(team, role)``: a Django test client signed in as a new member of ``team``."""
-
-    def make(team, role: str = Role.DEPLOYER) -> Client:
-        user = UserFactory()
-        MembershipFactory(team=team, user=user, role=role)
-        client = Client()
-        client.force_login(user)
-        client.user = user
-        return client
-
-    return make
-
-
-def ship(app, *, stage="production", sha="a1b2c3d4e5f6a7b8", message="Add checkout", versions=None, ago=0):
-    """A succeeded deployment of a new release of ``stage``, live in every region of ``app``
-    (Lambda version per region from ``versions``), with a few log lines."""
-    stage = Stage.objects.get(app=app, name=stage)
-    artifact, _ = Artifact.objects.get_or_create(app=app, sha256=sha.ljust(64, "0"), defaults={"size": 10})
-    release = create_release(
-        app=app,
-        stage=stage,
-        artifact=artifact,
-        commit={
-            "sha": sha,
-            "branch": "main",
-            "message": message,
-            "author": "Ada Lovelace",
-            "url": f"https://github.com/acme/shop/commit/{sha}",
-        },
-        created_by="user:ada",
-    )
-    finished = timezone.now() - timedelta(minutes=ago)
-    deployment = Deployment.objects.create(
-        app=app,
-        stage=stage,
-        release=release,
-        kind=DeploymentKind.DEPLOY,
-        status=DeploymentStatus.SUCCEEDED,
-        commit_sha=release.commit_sha,
-        commit_branch=release.commit_branch,
-        commit_message=release.commit_message,
-        commit_author=release.commit_author,
-        commit_url=release.commit_url,
-        triggered_by="webhook:github",
-        started_at=finished - timedelta(seconds=42),
-        finished_at=finished,
-    )
-    versions = versions or {}
-    for placement in AppRegion.objects.filter(app=app).select_related("region"):
-        code = placement.region.code
-        version = versions.get(code, str(release.number))
-        RegionDeployment.objects.create(
-            deployment=deployment,
-            region=placement.region,
-            status=RegionStatus.SUCCEEDED,
-            version=version,
-            started_at=finished - timedelta(seconds=40),
-            finished_at=finished,
-        )
-        StagePlacement.objects.update_or_create(
-            placement=placement, stage=stage, defaults={"version": version, "release": release}
-        )
-    log_event(deployment_id=deployment.pk, step="queue", message=f"Deploy of commit {sha[:7]} queued.")
-    log_event(deployment_id=deployment.pk, step="alias", message="Moved alias production to the new version.")
-    return deployment
-
-
-def html(response) -> str:
-    return response.content.decode()
-
 
 # --- Sign-in ------------------------------------------------------------------------------------
 
@@ -170,7 +72,7 @@ def test_home_lists_the_users_apps_with_stage_releases_and_health_counts(browser
     page = html(browser_for(team, Role.VIEWER).get("/"))
     assert 'href="/apps/shop/"' in page
     assert "acme" in page
-    for code in REGIONS:
+    for code in UI_REGIONS:
         assert code in page
     assert f"#{deployment.release.number}" in page
     assert "a1b2c3d" in page
@@ -239,7 +141,7 @@ def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, tea
     assert response.status_code == 200
     page = html(response)
     assert "production" in page and "shop.example.com" in page
-    for code in REGIONS:
+    for code in UI_REGIONS:
         assert code in page
     assert f'href="/deployments/{deployment.pk}/"' in page
     assert "Add checkout" in page and "push by Ada Lovelace (GitHub)" in page
