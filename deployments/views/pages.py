@@ -185,7 +185,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
         .select_related("stage", "release", "user")
         .order_by("-created_at", "-id")[:RECENT_DEPLOYMENTS]
     ]
-    can_deploy = bool(deployer_stages)
+    can_deploy = principal.can(Role.DEPLOYER, app=obj)
     stage_choices = [(name, name) for name in deployer_stages]
     region_codes = [p.region.code for p in obj.placements.all()]
     return render(
@@ -201,7 +201,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
             "health": _health_counts(obj),
             "can_deploy": can_deploy,
             "can_admin": principal.can(Role.ADMIN, app=obj),
-            "deploy_form": DeployForm(stages=stage_choices) if can_deploy else None,
+            "deploy_form": DeployForm(stages=stage_choices) if deployer_stages else None,
             "promote_form": PromoteForm(stages=[(s.name, s.name) for s in stages]) if can_deploy else None,
             "env_form": EnvVarForm(stages=[s.name for s in stages], regions=region_codes)
             if can_deploy
