@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from django.db.models import OuterRef, Prefetch, QuerySet, Subquery
+from django.db.models import Prefetch, QuerySet
 
 from controlplane.access import Principal
 from controlplane.errors import DomainError, NotFound
 from regions.models import AppRegion, StagePlacement
 
 from .choices import RegionStatus
-from .models import App, EnvVar, RegionDeployment, Release, Stage
+from .models import App, EnvVar, RegionDeployment, Stage
 
 
 class AmbiguousApp(DomainError):
@@ -119,24 +119,38 @@ _UNTRUSTED = {
 }
 
 
+@dataclass(frozen=True)
+class ReleaseRef:
+    """What pages show of a release (its number and commit), read without its encrypted env."""
+
+    pk: int
+    number: int
+    commit_sha: str
+    commit_branch: str
+    commit_message: str
+    commit_author: str
+    commit_url: str
+
+
 @dataclass
 class RegionState:
     """What one stage serves in one region and whether that deserves trust."""
 
     region: str
     version: str
-    release: Release | None
+    release: ReleaseRef | None
     deployment_id: int | None  # the deployment that last shipped ``release`` here
     deploy_status: str  # that deployment's status in this region ("" when none is known)
     error: str
     warning: str  # non-empty: traffic runs on a release that failed or was not verified here
+    health: str = ""
 
 
 @dataclass
 class StageState:
     """A stage's current release (the one rule: what its regions serve) and each region's state."""
 
-    release: Release | None  # what the regions serve; the newest of them when they disagree
+    release: ReleaseRef | None  # what the regions serve; the newest of them when they disagree
     mixed: bool  # the regions serve different releases
     regions: list[RegionState] = field(default_factory=list)
 
@@ -145,8 +159,11 @@ class StageState:
         return [r for r in self.regions if r.warning]
 
 
+_RELEASE_FIELDS = ("number", "commit_sha", "commit_branch", "commit_message", "commit_author", "commit_url")
+
+
 def stage_states(stage_ids: Iterable[int]) -> dict[int, StageState]:
-    """``{stage id: StageState}`` in two queries, whatever the number of stages.
+    """``{stage id: StageState}`` in two queries of plain values, whatever the number of stages.
 
     The current release of a stage in a region is the release its alias serves there, as the
     deploy engine recorded it on the stage placement. A region gets a warning when the last
@@ -156,55 +173,63 @@ def stage_states(stage_ids: Iterable[int]) -> dict[int, StageState]:
     ids = list(stage_ids)
     if not ids:
         return {}
-    last_rd = (
-        RegionDeployment.objects.filter(
-            deployment__stage_id=OuterRef("stage_id"),
-            deployment__release_id=OuterRef("release_id"),
-            region_id=OuterRef("placement__region_id"),
-        )
-        .order_by("-id")
-        .values("id")[:1]
-    )
     rows = list(
         StagePlacement.objects.filter(stage_id__in=ids)
         .exclude(version="")
-        .select_related("placement__region", "release")
-        .annotate(last_rd=Subquery(last_rd))
         .order_by("stage_id", "placement__region__code")
-    )
-    rds = RegionDeployment.objects.in_bulk([r.last_rd for r in rows if r.last_rd])
+        .values(
+            "stage_id", "version", "health_status", "release_id", "placement__region_id",
+            "placement__region__code", *(f"release__{f}" for f in _RELEASE_FIELDS),
+        )
+    )  # fmt: skip
+    served = {r["release_id"] for r in rows if r["release_id"]}
+    last: dict[tuple, dict] = {}
+    for rd in (
+        RegionDeployment.objects.filter(deployment__release_id__in=served)
+        .order_by("-id")
+        .values(
+            "deployment_id", "deployment__stage_id", "deployment__release_id", "region_id", "status", "error"
+        )
+    ):
+        last.setdefault((rd["deployment__stage_id"], rd["deployment__release_id"], rd["region_id"]), rd)
     states: dict[int, StageState] = {pk: StageState(release=None, mixed=False) for pk in ids}
-    for sp in rows:
-        rd = rds.get(sp.last_rd)
-        status = rd.status if rd else ""
-        if sp.release_id is None:
-            warning = f"serves Lambda version {sp.version}, which no recorded release explains"
+    for row in rows:
+        release = (
+            ReleaseRef(pk=row["release_id"], **{f: row[f"release__{f}"] for f in _RELEASE_FIELDS})
+            if row["release_id"]
+            else None
+        )
+        rd = last.get((row["stage_id"], row["release_id"], row["placement__region_id"]))
+        status = rd["status"] if rd else ""
+        if release is None:
+            warning = f"serves Lambda version {row['version']}, which no recorded release explains"
         elif rd is None:
-            warning = f"release #{sp.release.number} has no recorded deploy here (not verified)"
+            warning = f"release #{release.number} has no recorded deploy here (not verified)"
         elif status in _UNTRUSTED:
-            warning = f"serves release #{sp.release.number}, but {_UNTRUSTED[status]}"
-            if rd.error:
-                warning += f": {rd.error}"
+            warning = f"serves release #{release.number}, but {_UNTRUSTED[status]}"
+            if rd["error"]:
+                warning += f": {rd['error']}"
         else:
             warning = ""
-        states[sp.stage_id].regions.append(
+        states[row["stage_id"]].regions.append(
             RegionState(
-                region=sp.placement.region.code,
-                version=sp.version,
-                release=sp.release,
-                deployment_id=rd.deployment_id if rd else None,
+                region=row["placement__region__code"],
+                version=row["version"],
+                release=release,
+                deployment_id=rd["deployment_id"] if rd else None,
                 deploy_status=status,
-                error=rd.error if rd else "",
+                error=rd["error"] if rd else "",
                 warning=warning,
+                health=row["health_status"],
             )
         )
     for state in states.values():
-        served = {r.release.pk: r.release for r in state.regions if r.release is not None}
-        state.mixed = len(served) > 1
-        state.release = max(served.values(), key=lambda r: r.number) if served else None
+        releases = {r.release.pk: r.release for r in state.regions if r.release is not None}
+        state.mixed = len(releases) > 1
+        state.release = max(releases.values(), key=lambda r: r.number) if releases else None
     return states
 
 
-def current_release(*, stage: Stage) -> Release | None:
+def current_release(*, stage: Stage) -> ReleaseRef | None:
     """The release ``stage`` runs: what its regions serve (the newest when they disagree)."""
     return stage_states([stage.pk])[stage.pk].release

@@ -1,15 +1,17 @@
 """Health history: latency over time, uptime and incidents of an app's stages per region.
 
-The probes are downsampled in the database: one statement groups the window's probes of every
-stage placement into fixed buckets (60 for the last hour, 96 for a day, 168 for a week), so
-the page reads at most a few hundred rows however many probes a year holds. It walks the
-``(stage_placement, -created_at)`` index, one range per placement.
+The last hour is downsampled in the database (one statement groups the hour's probes into
+1-minute buckets). A day or a week is read from 15-minute rollups (``ProbeRollup``), which this
+module fills from the probes of buckets that are over, the first time a chart needs them: a
+week is at most 672 rows per stage placement however many probes there are, and the history
+outlives the pruning of old probes. Raw probes are read by the ``(stage_placement, -created_at)``
+index, one range per placement.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.db import connection
 from django.db.models import OuterRef, Prefetch, Q, Subquery
@@ -17,7 +19,7 @@ from django.utils import timezone
 
 from controlplane.models import Notification
 
-from .models import Incident, Probe, StagePlacement
+from .models import Incident, Probe, ProbeRollup, StagePlacement
 
 WINDOWS = {
     # name: (length, bucket)
@@ -26,6 +28,8 @@ WINDOWS = {
     "week": (timedelta(days=7), timedelta(hours=1)),
 }
 DEFAULT_WINDOW = "day"
+ROLLUP = timedelta(minutes=15)  # the rollup table's bucket (a divisor of every longer bucket)
+ROLLUP_GRACE = timedelta(minutes=2)  # a bucket is rolled up once it has been over this long
 
 
 @dataclass
@@ -59,6 +63,7 @@ class Series:
 
 
 def _bucket_sql(seconds: int) -> str:
+    """SQL for the bucket number (epoch seconds // ``seconds``) of a probe's ``created_at``."""
     column = "created_at"
     if connection.vendor == "postgresql":
         return f"floor(extract(epoch from {column}) / {seconds})"
@@ -67,40 +72,105 @@ def _bucket_sql(seconds: int) -> str:
     return f"floor(unix_timestamp({column}) / {seconds})"
 
 
-def latency_series(
-    stage_placement_ids: list[int], *, window: str = DEFAULT_WINDOW, now: datetime | None = None
-) -> dict[int, Series]:
-    """``{stage placement id: Series}`` for ``window`` (hour, day or week), in one statement."""
-    length, bucket = WINDOWS[window]
-    now = now or timezone.now()
-    since = now - length
-    seconds = int(bucket.total_seconds())
-    out = {pk: Series(stage_placement_id=pk) for pk in stage_placement_ids}
-    if not stage_placement_ids:
-        return out
+def _floor(moment: datetime, step: timedelta) -> datetime:
+    seconds = int(step.total_seconds())
+    return datetime.fromtimestamp(int(moment.timestamp()) // seconds * seconds, tz=UTC)
+
+
+def _aggregate(ranges: dict[int, datetime], *, seconds: int, until: datetime | None = None) -> list[tuple]:
+    """``(stage placement id, bucket start, probes, failed, latency sum, latency max)`` of the raw
+    probes of each placement from its own start time, in ``seconds`` buckets: one statement, one
+    index range per placement."""
+    if not ranges:
+        return []
     table = Probe._meta.db_table
-    placeholders = ", ".join(["%s"] * len(stage_placement_ids))
+    where = " OR ".join(["(stage_placement_id = %s AND created_at >= %s)"] * len(ranges))
+    params: list = [value for pk, since in ranges.items() for value in (pk, since)]
+    if until is not None:
+        where = f"({where}) AND created_at < %s"
+        params.append(until)
     key = _bucket_sql(seconds)
     sql = (
         f"SELECT stage_placement_id, {key} AS b, COUNT(*), "  # noqa: S608 - names from the model
         f"SUM(CASE WHEN ok THEN 0 ELSE 1 END), "
-        f"AVG(CASE WHEN ok THEN latency_ms END), MAX(CASE WHEN ok THEN latency_ms END) "
-        f"FROM {table} WHERE stage_placement_id IN ({placeholders}) AND created_at >= %s "
-        f"GROUP BY stage_placement_id, b ORDER BY stage_placement_id, b"
+        f"SUM(CASE WHEN ok THEN latency_ms END), MAX(CASE WHEN ok THEN latency_ms END) "
+        f"FROM {table} WHERE {where} GROUP BY stage_placement_id, b"
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*stage_placement_ids, since])
-        rows = cursor.fetchall()
-    tz = timezone.get_current_timezone() if timezone.is_aware(now) else None
-    for sp_id, b, count, failed, avg_ms, max_ms in rows:
-        start = datetime.fromtimestamp(int(b) * seconds, tz=tz or timezone.UTC)
-        out[sp_id].buckets.append(
+        cursor.execute(sql, params)
+        return [
+            (
+                sp,
+                datetime.fromtimestamp(int(b) * seconds, tz=UTC),
+                int(n),
+                int(failed or 0),
+                float(total or 0),
+                peak,
+            )
+            for sp, b, n, failed, total, peak in cursor.fetchall()
+        ]
+
+
+def latency_series(
+    stage_placement_ids: list[int], *, window: str = DEFAULT_WINDOW, now: datetime | None = None
+) -> dict[int, Series]:
+    """``{stage placement id: Series}`` for ``window`` (hour, day or week).
+
+    The last hour is read from the probes (one statement). A day or a week is read from the
+    15-minute rollups, plus the probes since each placement's last rollup; buckets that are over
+    (with a grace for late rows) and not yet rolled up are stored on the way, so steady state is
+    two small statements whatever the number of probes."""
+    length, bucket = WINDOWS[window]
+    now = now or timezone.now()
+    since = now - length
+    ids = list(stage_placement_ids)
+    sums: dict[tuple[int, datetime], list] = {}
+
+    def add(sp: int, start: datetime, n: int, failed: int, total: float, peak) -> None:
+        key = (sp, _floor(start, bucket))
+        row = sums.setdefault(key, [0, 0, 0.0, None])
+        row[0] += n
+        row[1] += failed
+        row[2] += total
+        if peak is not None:
+            row[3] = peak if row[3] is None else max(row[3], peak)
+
+    if bucket < ROLLUP:
+        for row in _aggregate(dict.fromkeys(ids, since), seconds=int(bucket.total_seconds())):
+            add(*row)
+    elif ids:
+        since = _floor(since, ROLLUP)
+        last: dict[int, datetime] = {}
+        for r in ProbeRollup.objects.filter(stage_placement_id__in=ids, bucket__gte=since).values_list(
+            "stage_placement_id", "bucket", "probes", "failed", "latency_sum_ms", "latency_max_ms"
+        ):
+            add(*r)
+            last[r[0]] = max(last.get(r[0], r[1]), r[1])
+        fresh = {pk: last[pk] + ROLLUP if pk in last else since for pk in ids}
+        done = _floor(now - ROLLUP_GRACE, ROLLUP)  # buckets before this one are over
+        new = []
+        for row in _aggregate(fresh, seconds=int(ROLLUP.total_seconds())):
+            add(*row)
+            sp, start, n, failed, total, peak = row
+            if start + ROLLUP <= done:
+                new.append(
+                    ProbeRollup(
+                        stage_placement_id=sp, bucket=start, probes=n, failed=failed,
+                        latency_sum_ms=total, latency_max_ms=peak,
+                    )
+                )  # fmt: skip
+        if new:
+            ProbeRollup.objects.bulk_create(new, ignore_conflicts=True)
+    out = {pk: Series(stage_placement_id=pk) for pk in ids}
+    for (sp, start), (n, failed, total, peak) in sorted(sums.items(), key=lambda item: item[0][1]):
+        ok = n - failed
+        out[sp].buckets.append(
             Bucket(
                 start=start,
-                probes=int(count),
-                failed=int(failed or 0),
-                avg_ms=float(avg_ms) if avg_ms is not None else None,
-                max_ms=float(max_ms) if max_ms is not None else None,
+                probes=n,
+                failed=failed,
+                avg_ms=total / ok if ok else None,
+                max_ms=float(peak) if peak is not None else None,
             )
         )
     return out

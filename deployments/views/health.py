@@ -11,7 +11,8 @@ from django.utils.safestring import mark_safe
 from controlplane.access import principal_for
 from regions import history
 from regions.endpoints import resolve_endpoint
-from regions.selectors import stage_placements_of, worst_status
+from regions.models import StagePlacement
+from regions.selectors import worst_status
 
 from .. import selectors
 from ..models import App
@@ -31,13 +32,19 @@ def app_health_page(request: HttpRequest, app: str) -> HttpResponse:
     window = request.GET.get("window") or history.DEFAULT_WINDOW
     if window not in history.WINDOWS:
         window = history.DEFAULT_WINDOW
-    placements = list(stage_placements_of(app=obj))
+    placements = list(
+        StagePlacement.objects.filter(placement__app=obj)
+        .select_related("stage__app__team", "placement__region")
+        .order_by("stage__name", "placement__region__code")
+    )
     ids = [sp.pk for sp in placements]
+    timeline = history.incidents_in(app=obj, window=window)  # every open incident is in it
+    open_incidents = {i.stage_placement_id: i for i in timeline if i.closed_at is None}
     series = history.latency_series(ids, window=window)
     last = history.last_probes(ids)
     regions = []
     for sp in placements:
-        incident = sp.open_incidents[0] if sp.open_incidents else None
+        incident = open_incidents.get(sp.pk)
         probe = last.get(sp.pk)
         s = series[sp.pk]
         fallback = sp.last_latency_ms if sp.consecutive_failures == 0 else None
@@ -75,7 +82,7 @@ def app_health_page(request: HttpRequest, app: str) -> HttpResponse:
             "duration": human_seconds(incident.duration_s),
             "alerts": incident.alerts,
         }
-        for incident in history.incidents_in(app=obj, window=window)
+        for incident in timeline
     ]
     return render(
         request,

@@ -18,6 +18,7 @@ from django.urls import reverse
 from controlplane.access import principal_for
 from controlplane.choices import Role
 from controlplane.errors import NotFound
+from regions.models import AppRegion
 from regions.selectors import worst_status
 
 from .. import selectors
@@ -30,7 +31,7 @@ from ..choices import (
     EventLevel,
     RegionStatus,
 )
-from ..models import App, Deployment, DeploymentEvent, Release
+from ..models import App, Deployment, DeploymentEvent, Release, Stage
 from .common import (
     app_query,
     commit_of,
@@ -79,35 +80,56 @@ def _stage_summary(stage, state: selectors.StageState | None) -> dict:
 @page("GET")
 def app_list(request: HttpRequest) -> HttpResponse:
     """The user's apps across their teams: regions, what each stage runs, health; searchable
-    by name and filtered by team and health."""
+    by name and filtered by team and health. Plain values throughout: a hundred apps are a few
+    thousand values, not a few thousand model instances."""
     principal = principal_for(request)
     q = (request.GET.get("q") or "").strip()[:100]
     team = request.GET.get("team") or ""
     health = request.GET.get("health") or ""
-    qs = selectors.apps_for(principal).order_by("team__slug", "slug")
+    qs = App.objects.visible_to(principal)
     if q:
         qs = qs.filter(Q(slug__icontains=q) | Q(name__icontains=q) | Q(repo_url__icontains=q))
     if team:
         qs = qs.filter(team__slug=team)
-    apps = list(qs)
-    states = selectors.stage_states(stage.pk for app in apps for stage in app.stages.all())
-    slugs = Counter(app.slug for app in apps)
+    apps = list(qs.order_by("team__slug", "slug").values("id", "slug", "name", "team__slug"))
+    app_ids = [a["id"] for a in apps]
+    regions = defaultdict(list)
+    for app_id, code in (
+        AppRegion.objects.filter(app_id__in=app_ids)
+        .order_by("region__code")
+        .values_list("app_id", "region__code")
+    ):
+        regions[app_id].append(code)
+    stages = defaultdict(list)
+    for stage in (
+        Stage.objects.filter(app_id__in=app_ids)
+        .order_by("name")
+        .values("id", "app_id", "name", "pinned", "pinned_reason")
+    ):
+        stages[stage["app_id"]].append(stage)
+    states = selectors.stage_states(st["id"] for rows in stages.values() for st in rows)
+    slugs = Counter(a["slug"] for a in apps)
     rows = []
     for app in apps:
-        counts = _health_counts(app)
-        if health in HEALTH_FILTERS and counts["status"] != health:
+        summaries = [_stage_summary(st, states.get(st["id"])) for st in stages[app["id"]]]
+        counts = Counter(r.health for st in stages[app["id"]] for r in states[st["id"]].regions)
+        status = worst_status(counts.elements()) if counts else ""
+        if health in HEALTH_FILTERS and status != health:
             continue
-        query = team_query(app.team.slug) if slugs[app.slug] > 1 else ""
-        stages = [_stage_summary(stage, states.get(stage.pk)) for stage in app.stages.all()]
+        query = team_query(app["team__slug"]) if slugs[app["slug"]] > 1 else ""
         rows.append(
             {
-                "app": app,
-                "url": reverse("ui:app", args=[app.slug]) + query,
-                "health_url": reverse("ui:health", args=[app.slug]) + query,
-                "regions": [p.region.code for p in app.placements.all()],
-                "stages": stages,
-                "warnings": sum(len(s["warnings"]) for s in stages),
-                "health": counts,
+                "app": {**app, "team": {"slug": app["team__slug"]}},
+                "url": reverse("ui:app", args=[app["slug"]]) + query,
+                "health_url": reverse("ui:health", args=[app["slug"]]) + query,
+                "regions": regions[app["id"]],
+                "stages": summaries,
+                "health": {
+                    "up": counts["up"],
+                    "down": counts["down"],
+                    "unknown": counts["unknown"],
+                    "status": status,
+                },
             }
         )
     teams = list(principal.teams().order_by("slug"))
@@ -132,6 +154,7 @@ def _releases_by_stage(app: App, stages) -> dict[int, list[Release]]:
     rows = (
         Release.objects.filter(app=app)
         .select_related("artifact")
+        .defer("env_snapshot")  # encrypted: decrypting it for a list costs more than the page
         .order_by("-id")[: RELEASES_PER_STAGE * max(1, len(stages))]
     )
     for release in rows:
@@ -183,6 +206,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
         deployment_row(d)
         for d in Deployment.objects.filter(app=obj)
         .select_related("stage", "release", "user")
+        .defer("release__env_snapshot")
         .order_by("-created_at", "-id")[:RECENT_DEPLOYMENTS]
     ]
     can_deploy = principal.can(Role.DEPLOYER, app=obj)
@@ -244,7 +268,11 @@ def deployment_list(request: HttpRequest, app: str) -> HttpResponse:
     """All of an app's deployments, newest first, filtered by stage, status and kind, a page
     at a time (no count over the whole table: one row more than a page says there is a next)."""
     obj, query = find_app(request, app)
-    qs = Deployment.objects.filter(app=obj).select_related("stage", "release", "user")
+    qs = (
+        Deployment.objects.filter(app=obj)
+        .select_related("stage", "release", "user")
+        .defer("release__env_snapshot")
+    )
     stage = request.GET.get("stage") or ""
     status = request.GET.get("status") or ""
     kind = request.GET.get("kind") or ""
@@ -313,6 +341,7 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     deployment = (
         Deployment.objects.filter(app__in=App.objects.visible_to(principal), pk=pk)
         .select_related("app__team", "stage", "release", "previous_release", "user")
+        .defer("release__env_snapshot", "previous_release__env_snapshot")
         .first()
     )
     if deployment is None:

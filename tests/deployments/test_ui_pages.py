@@ -19,7 +19,7 @@ from deployments.models import Deployment
 from deployments.services.events import log_event
 from deployments.templatetags.ui import ago
 from regions import history
-from regions.models import Incident, Probe, StagePlacement
+from regions.models import Incident, Probe, ProbeRollup, StagePlacement
 from tests.deployments.ui_support import html, ship
 from tests.factories import AppFactory, UserFactory
 
@@ -56,6 +56,22 @@ def test_latency_series_downsamples_into_buckets_and_counts_uptime(app):
     assert day.probes == 120 and len(day.buckets) <= 10  # 15-minute buckets
 
 
+def test_day_and_week_charts_come_from_rollups_that_outlive_the_probes(app):
+    ship(app)
+    sp = StagePlacement.objects.get(placement__region__code="us-east-1")
+    _probes(sp, minutes=180, fail_from=30)
+    first = history.latency_series([sp.pk], window="week")[sp.pk]
+    assert first.probes == 180 and first.failed == 30
+    rolled = ProbeRollup.objects.filter(stage_placement=sp)
+    assert 8 <= rolled.count() <= 12 and sum(r.probes for r in rolled) < 180  # the open bucket is not stored
+    Probe.objects.filter(created_at__lt=timezone.now() - timedelta(minutes=40)).delete()  # pruned
+    again = history.latency_series([sp.pk], window="week")[sp.pk]
+    assert again.probes == first.probes and again.uptime == pytest.approx(first.uptime)
+    with CaptureQueriesContext(connection) as queries:
+        history.latency_series([sp.pk], window="day")
+    assert len(queries.captured_queries) == 2  # the rollups, and the probes since the last one
+
+
 def test_health_page_shows_uptime_a_chart_and_the_incident_timeline_with_alerts(browser_for, team, app):
     ship(app)
     sp = StagePlacement.objects.get(placement__region__code="us-east-1")
@@ -86,6 +102,7 @@ def test_the_health_page_costs_the_same_queries_with_many_probes(browser_for, te
         browser.get("/apps/shop/health/?window=week")
     for sp in StagePlacement.objects.all():
         _probes(sp, minutes=600)
+    browser.get("/apps/shop/health/?window=week")  # the first view stores the rollups (one insert)
     with CaptureQueriesContext(connection) as many:
         browser.get("/apps/shop/health/?window=week")
     assert len(many.captured_queries) == len(few.captured_queries) <= 10
