@@ -138,7 +138,7 @@ def populate(*, apps: int, deployments: int, probes: int) -> dict:
         cur.execute(
             f"INSERT INTO {table(Probe)} (stage_placement_id, ok, status_code, latency_ms, error, created_at)"  # noqa: S608
             " SELECT (%s::bigint[])[1 + (i %% %s)], true, 200, 30, '',"
-            " now() - (i * %s * interval '1 millisecond')"
+            " now() - (i::bigint * %s * interval '1 millisecond')"
             " FROM generate_series(0, %s - 1) i",
             [every, len(every), step_ms, others],
         )

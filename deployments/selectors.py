@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
 
@@ -144,6 +145,8 @@ class RegionState:
     error: str
     warning: str  # non-empty: traffic runs on a release that failed or was not verified here
     health: str = ""
+    endpoint: str = ""
+    last_probe_at: datetime | None = None
 
 
 @dataclass
@@ -178,7 +181,8 @@ def stage_states(stage_ids: Iterable[int]) -> dict[int, StageState]:
         .exclude(version="")
         .order_by("stage_id", "placement__region__code")
         .values(
-            "stage_id", "version", "health_status", "release_id", "placement__region_id",
+            "stage_id", "version", "health_status", "endpoint_url", "last_probe_at", "release_id",
+            "placement__region_id",
             "placement__region__code", *(f"release__{f}" for f in _RELEASE_FIELDS),
         )
     )  # fmt: skip
@@ -221,6 +225,8 @@ def stage_states(stage_ids: Iterable[int]) -> dict[int, StageState]:
                 error=rd["error"] if rd else "",
                 warning=warning,
                 health=row["health_status"],
+                endpoint=row["endpoint_url"],
+                last_probe_at=row["last_probe_at"],
             )
         )
     for state in states.values():

@@ -15,7 +15,7 @@ from .actions import (
 )
 from .common import favicon
 from .health import app_health_page
-from .pages import app_detail, app_list, deployment_detail, deployment_list
+from .pages import app_detail, app_list, deployment_detail, deployment_list, env_page
 
 __all__ = [
     "app_create",
@@ -30,6 +30,7 @@ __all__ = [
     "env_create",
     "env_delete",
     "env_edit",
+    "env_page",
     "favicon",
     "promote_stage",
     "stage_form",

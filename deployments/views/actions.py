@@ -21,12 +21,16 @@ from ..models import App, Deployment, EnvVar, Release
 from ..services import apps as app_services
 from ..services.deploy import cancel_deployment, create_deployment
 from ..services.releases import promote, rollback
-from .common import back, find_app, form_errors, page, refused
+from .common import find_app, form_errors, page, refused
 from .forms import AppForm, DeployForm, EnvVarForm, PromoteForm, StageForm
 
 
 def _app_url(app: App, query: str) -> str:
     return reverse("ui:app", args=[app.slug]) + query
+
+
+def _env_url(app: App, query: str) -> str:
+    return reverse("ui:env", args=[app.slug]) + query
 
 
 def _visible_deployment(request: HttpRequest, pk: int) -> Deployment:
@@ -345,7 +349,7 @@ def env_create(request: HttpRequest, app: str) -> HttpResponse:
         messages.error(
             request, "Env var refused: " + "; ".join(e for errs in form.errors.values() for e in errs)
         )
-    return redirect(_app_url(obj, query) + "#env")
+    return redirect(_env_url(obj, query))
 
 
 def _env_var(obj: App, env_id: int) -> EnvVar:
@@ -389,7 +393,7 @@ def env_edit(request: HttpRequest, app: str, env_id: int) -> HttpResponse:
             form_errors(form, exc)
         else:
             messages.success(request, f"{changes['key']} saved. It takes effect at the stage's next deploy.")
-            return redirect(_app_url(obj, query) + "#env")
+            return redirect(_env_url(obj, query))
     return render(
         request,
         "deployments/env_form.html",
@@ -412,4 +416,4 @@ def env_delete(request: HttpRequest, app: str, env_id: int) -> HttpResponse:
         refused(request, f"Deleting {key}", exc)
     else:
         messages.success(request, f"{key} deleted. It goes away at the stage's next deploy.")
-    return back(request, _app_url(obj, query) + "#env")
+    return redirect(_env_url(obj, query))

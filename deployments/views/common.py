@@ -13,7 +13,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseNotAllow
 from django.shortcuts import redirect, render
 from django.templatetags.static import static
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 
 from controlplane.access import Principal, principal_for
 from controlplane.errors import DomainError, Forbidden, NotFound
@@ -88,14 +87,6 @@ def page(*methods: str):
         return login_required(wrapper)
 
     return decorate
-
-
-def back(request: HttpRequest, default: str) -> HttpResponse:
-    """Redirect to the form's ``next`` (a local path) or ``default``."""
-    target = request.POST.get("next") or ""
-    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()}):
-        return redirect(target)
-    return redirect(default)
 
 
 def refused(request: HttpRequest, what: str, exc: DomainError) -> None:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from urllib.parse import urlencode
 
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
 
 from controlplane.access import principal_for
 from controlplane.choices import Role
+from controlplane.crypto import EncryptedTextField
 from controlplane.errors import NotFound
 from regions.models import AppRegion
 from regions.selectors import worst_status
@@ -25,13 +26,12 @@ from .. import selectors
 from ..choices import (
     ACTIVE_DEPLOYMENT_STATUSES,
     ACTIVE_REGION_STATUSES,
-    LAMBDA_RUNTIMES,
     DeploymentKind,
     DeploymentStatus,
     EventLevel,
     RegionStatus,
 )
-from ..models import App, Deployment, DeploymentEvent, Release, Stage
+from ..models import App, Deployment, DeploymentEvent, EnvVar, Release, Stage
 from .common import (
     app_query,
     commit_of,
@@ -166,14 +166,23 @@ def _releases_by_stage(app: App, stages) -> dict[int, list[Release]]:
 @page("GET")
 def app_detail(request: HttpRequest, app: str) -> HttpResponse:
     """One app: what each stage runs in each region (with warnings), its releases (roll back to
-    any), the deploy and promote forms, placements and health, recent deployments, env vars."""
+    any), the deploy and promote forms, its regions and their health, recent deployments."""
     principal = principal_for(request)
-    obj, query = find_app(request, app)
-    stages = list(obj.stages.all())
+    team = request.GET.get("team") or None
+    obj = selectors.app_for(
+        principal=principal,
+        slug=app,
+        team=team,
+        queryset=App.objects.visible_to(principal).select_related("team"),
+    )
+    query = team_query(team)
+    stages = list(Stage.objects.filter(app=obj).order_by("name"))
+    placements = list(AppRegion.objects.filter(app=obj).select_related("region").order_by("region__code"))
     states = selectors.stage_states(stage.pk for stage in stages)
     releases = _releases_by_stage(obj, stages)
     deployer_stages = [s.name for s in stages if principal.can(Role.DEPLOYER, app=obj, stage=s.name)]
     stage_rows = []
+    here: dict[str, list] = defaultdict(list)
     for stage in stages:
         row = _stage_summary(stage, states.get(stage.pk))
         current = row["release"]
@@ -183,25 +192,25 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
             for r in releases.get(stage.pk, [])
         ]
         stage_rows.append(row)
-    placements = []
-    for placement in obj.placements.all():
-        sps = sorted(placement.stages.all(), key=lambda sp: sp.stage.name)
-        placements.append(
-            {
-                "region": placement.region,
-                "health": worst_status(sp.health_status for sp in sps if sp.live) if sps else "unknown",
-                "stages": [
-                    {
-                        "name": sp.stage.name,
-                        "version": sp.version,
-                        "health": sp.health_status if sp.live else "",
-                        "endpoint": safe_url(sp.endpoint_url),
-                        "last_probe_at": probe_time(sp.last_probe_at),
-                    }
-                    for sp in sps
-                ],
-            }
-        )
+        for region in row["regions"]:
+            here[region.region].append(
+                {
+                    "name": stage.name,
+                    "version": region.version,
+                    "health": region.health,
+                    "endpoint": safe_url(region.endpoint),
+                    "last_probe_at": probe_time(region.last_probe_at),
+                }
+            )
+    counts = Counter(sp["health"] for rows in here.values() for sp in rows)
+    regions = [
+        {
+            "region": p.region,
+            "health": worst_status(sp["health"] for sp in here[p.region.code]) if here[p.region.code] else "",
+            "stages": here[p.region.code],
+        }
+        for p in placements
+    ]
     deployments = [
         deployment_row(d)
         for d in Deployment.objects.filter(app=obj)
@@ -210,8 +219,6 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
         .order_by("-created_at", "-id")[:RECENT_DEPLOYMENTS]
     ]
     can_deploy = principal.can(Role.DEPLOYER, app=obj)
-    stage_choices = [(name, name) for name in deployer_stages]
-    region_codes = [p.region.code for p in obj.placements.all()]
     return render(
         request,
         "deployments/app_detail.html",
@@ -219,18 +226,52 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
             "app": obj,
             "team_query": query,
             "stages": stage_rows,
-            "placements": placements,
+            "placements": regions,
             "deployments": deployments,
-            "env_vars": env_rows(obj),
-            "health": _health_counts(obj),
+            "health": {
+                "up": counts["up"],
+                "down": counts["down"],
+                "unknown": counts["unknown"],
+                "status": worst_status(counts.elements()) if counts else "",
+            },
             "can_deploy": can_deploy,
-            "can_admin": principal.can(Role.ADMIN, app=obj),
-            "deploy_form": DeployForm(stages=stage_choices) if deployer_stages else None,
+            "deploy_form": DeployForm(stages=[(n, n) for n in deployer_stages]) if deployer_stages else None,
             "promote_form": PromoteForm(stages=[(s.name, s.name) for s in stages]) if can_deploy else None,
-            "env_form": EnvVarForm(stages=[s.name for s in stages], regions=region_codes)
-            if can_deploy
-            else None,
-            "runtimes": LAMBDA_RUNTIMES,
+        },
+    )
+
+
+@page("GET")
+def env_page(request: HttpRequest, app: str) -> HttpResponse:
+    """The app's env vars with their scope (secret values never), and the form to add one."""
+    principal = principal_for(request)
+    team = request.GET.get("team") or None
+    obj = selectors.app_for(
+        principal=principal,
+        slug=app,
+        team=team,
+        queryset=App.objects.visible_to(principal).select_related("team"),
+    )
+    can_deploy = principal.can(Role.DEPLOYER, app=obj)
+    form = None
+    if can_deploy:
+        form = EnvVarForm(
+            stages=list(Stage.objects.filter(app=obj).order_by("name").values_list("name", flat=True)),
+            regions=list(
+                AppRegion.objects.filter(app=obj)
+                .order_by("region__code")
+                .values_list("region__code", flat=True)
+            ),
+        )
+    return render(
+        request,
+        "deployments/env_list.html",
+        {
+            "app": obj,
+            "team_query": team_query(team),
+            "env_vars": env_rows(obj),
+            "env_form": form,
+            "can_deploy": can_deploy,
         },
     )
 
@@ -247,9 +288,9 @@ def deployment_row(d: Deployment) -> dict:
 
 
 def env_rows(app: App) -> list[dict]:
-    """Env var rows with their scope. Secret values are not even loaded: they stay encrypted."""
-    qs = selectors.env_vars_of(app=app).order_by("key", "stage__name", "region__code", "id")
-    plain = dict(qs.filter(secret=False).values_list("pk", "value"))
+    """Env var rows with their scope, in one query. Only non-secret values are read (and so
+    decrypted): a secret's value never leaves the database here."""
+    plain = Case(When(secret=False, then=F("value")), default=Value(""), output_field=EncryptedTextField())
     return [
         {
             "id": row["pk"],
@@ -257,9 +298,12 @@ def env_rows(app: App) -> list[dict]:
             "stage": row["stage__name"] or "",
             "region": row["region__code"] or "",
             "secret": row["secret"],
-            "value": None if row["secret"] else plain.get(row["pk"], ""),
+            "value": None if row["secret"] else row["plain"],
         }
-        for row in qs.values("pk", "key", "secret", "stage__name", "region__code")
+        for row in EnvVar.objects.filter(app=app)
+        .annotate(plain=plain)
+        .order_by("key", "stage__name", "region__code", "id")
+        .values("pk", "key", "secret", "stage__name", "region__code", "plain")
     ]
 
 

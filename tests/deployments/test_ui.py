@@ -135,7 +135,7 @@ def test_an_app_slug_in_two_of_the_users_teams_asks_which_team(browser_for, team
 # --- Pages --------------------------------------------------------------------------------------
 
 
-def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, team, app):
+def test_app_pages_show_stages_regions_deployments_and_env_keys(browser_for, team, app):
     deployment = ship(app, message="Add checkout\n\nLonger body.")
     response = browser_for(team, Role.VIEWER).get("/apps/shop/")
     assert response.status_code == 200
@@ -146,14 +146,21 @@ def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, tea
     assert f'href="/deployments/{deployment.pk}/"' in page
     assert "Add checkout" in page and "push by Ada Lovelace (GitHub)" in page
     assert 'href="https://github.com/acme/shop/commit/a1b2c3d4e5f6a7b8"' in page
-    assert "GREETING" in page and "hello-plain" in page
-    assert "DB_PASSWORD" in page
+    env = html(browser_for(team, Role.VIEWER).get("/apps/shop/env/"))
+    assert "GREETING" in env and "hello-plain" in env
+    assert "DB_PASSWORD" in env
 
 
 def test_secret_env_values_never_appear_in_any_page(browser_for, team, app):
     deployment = ship(app)
     browser = browser_for(team, Role.ADMIN)
-    for path in ["/", "/apps/shop/", "/apps/shop/health/", f"/deployments/{deployment.pk}/"]:
+    for path in [
+        "/",
+        "/apps/shop/",
+        "/apps/shop/env/",
+        "/apps/shop/health/",
+        f"/deployments/{deployment.pk}/",
+    ]:
         response = browser.get(path)
         assert response.status_code == 200
         assert SECRET not in html(response), path

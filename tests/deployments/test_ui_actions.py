@@ -240,7 +240,7 @@ def test_roll_back_to_a_chosen_older_release_from_its_row(browser_for, team, app
 def test_env_vars_are_added_scoped_edited_and_deleted(browser_for, team, app):
     browser = browser_for(team, Role.DEPLOYER)
     browser.post(
-        "/apps/shop/env/",
+        "/apps/shop/env/new/",
         {
             "key": "API_KEY",
             "value": "s3cr3t-value-xyz",
@@ -262,7 +262,7 @@ def test_env_vars_are_added_scoped_edited_and_deleted(browser_for, team, app):
     browser.post(f"/apps/shop/env/{env.pk}/", {"key": "API_KEY", "value": "rotated-999", "secret": "on"})
     env.refresh_from_db()
     assert env.value == "rotated-999" and env.stage is None
-    for page in (html(browser.get("/apps/shop/")), html(browser.get(f"/apps/shop/env/{env.pk}/"))):
+    for page in (html(browser.get("/apps/shop/env/")), html(browser.get(f"/apps/shop/env/{env.pk}/"))):
         assert "rotated-999" not in page and SECRET not in page
     browser.post(f"/apps/shop/env/{env.pk}/delete/")
     assert not EnvVar.objects.filter(pk=env.pk).exists()
@@ -270,7 +270,7 @@ def test_env_vars_are_added_scoped_edited_and_deleted(browser_for, team, app):
 
 def test_a_bad_env_key_is_refused_with_the_reason(browser_for, team, app):
     response = browser_for(team, Role.DEPLOYER).post(
-        "/apps/shop/env/", {"key": "1BAD KEY", "value": "x"}, follow=True
+        "/apps/shop/env/new/", {"key": "1BAD KEY", "value": "x"}, follow=True
     )
     assert "Adding the env var refused" in html(response)
     assert not EnvVar.objects.filter(app=app, key="1BAD KEY").exists()
@@ -284,14 +284,16 @@ def test_viewers_see_no_action_buttons_and_forged_posts_are_403(browser_for, tea
     env = EnvVar.objects.filter(app=app).first()
     viewer = browser_for(team, Role.VIEWER)
     page = html(viewer.get("/apps/shop/"))
-    for marker in ("Upload and deploy", "Roll back", "Redeploy", "Add a stage", "Settings", "/env/"):
+    for marker in ("Upload and deploy", "Roll back", "Redeploy", "Add a stage", "Settings"):
         assert marker not in page
+    env_page = html(viewer.get("/apps/shop/env/"))
+    assert "GREETING" in env_page and "Add a variable" not in env_page and ">Edit<" not in env_page
     forged = [
         ("/apps/shop/deploy/", {"stage": "production", "release": deployment.release_id}),
         ("/apps/shop/promote/", {"from_stage": "production", "to_stage": "production"}),
         ("/apps/shop/stages/new/", {"name": "qa"}),
         ("/apps/shop/stages/production/", {"branch": "evil"}),
-        ("/apps/shop/env/", {"key": "X", "value": "y"}),
+        ("/apps/shop/env/new/", {"key": "X", "value": "y"}),
         (f"/apps/shop/env/{env.pk}/", {"key": "X", "value": "y"}),
         (f"/apps/shop/env/{env.pk}/delete/", {}),
         (f"/deployments/{deployment.pk}/retry/", {}),
@@ -319,7 +321,7 @@ def test_viewers_see_no_action_buttons_and_forged_posts_are_403(browser_for, tea
 def test_another_teams_app_actions_are_404(browser_for, team, app, foreign_app):
     browser = browser_for(team, Role.ADMIN)
     assert browser.post("/apps/intranet/deploy/", {"stage": "production"}).status_code == 404
-    assert browser.post("/apps/intranet/env/", {"key": "A", "value": "b"}).status_code == 404
+    assert browser.post("/apps/intranet/env/new/", {"key": "A", "value": "b"}).status_code == 404
 
 
 # --- Channels, tokens, audit --------------------------------------------------------------------
@@ -377,7 +379,7 @@ def test_tokens_are_created_shown_once_listed_and_revoked(browser_for, team, app
 
 def test_the_audit_log_filters_by_app_and_action(browser_for, team, app):
     admin = browser_for(team, Role.ADMIN)
-    admin.post("/apps/shop/env/", {"key": "COLOR", "value": "blue"})
+    admin.post("/apps/shop/env/new/", {"key": "COLOR", "value": "blue"})
     admin.post("/apps/shop/stages/new/", {"name": "qa"})
     page = html(admin.get("/team/audit/?app=shop&action=env"))
     assert "env.create" in page and "stage.create" not in page and "blue" not in page  # keys, never values

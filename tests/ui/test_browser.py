@@ -113,7 +113,7 @@ def test_upload_deploy_follow_the_log_live_then_roll_back_to_a_chosen_release(
 
 def test_a_secret_env_var_is_edited_and_never_reaches_the_page_source(open_browser, team, shop):
     page = open_browser(member(team, Role.DEPLOYER, "linus"))
-    page.goto("/apps/shop/")
+    page.goto("/apps/shop/env/")
     form = page.locator("form:has(h3:has-text('Add a variable'))")
     form.locator("input[name=key]").fill("API_TOKEN")
     form.locator("textarea[name=value]").fill("first-secret-4711")
@@ -127,7 +127,7 @@ def test_a_secret_env_var_is_edited_and_never_reaches_the_page_source(open_brows
     page.click("button:has-text('Save')")
     expect(page.locator(".flash-success")).to_contain_text("API_TOKEN saved")
     assert EnvVar.objects.get(app=shop, key="API_TOKEN").value == "second-secret-0815"
-    for path in ("/apps/shop/", f"/apps/shop/env/{EnvVar.objects.get(key='API_TOKEN').pk}/"):
+    for path in ("/apps/shop/env/", f"/apps/shop/env/{EnvVar.objects.get(key='API_TOKEN').pk}/"):
         page.goto(path)
         source = page.content()
         assert "second-secret-0815" not in source and "first-secret-4711" not in source
@@ -143,7 +143,8 @@ def test_a_viewer_sees_no_buttons_and_every_main_page_fits_390px(open_browser, c
     assert page.goto("/no/such/page/").status == 404
     console_errors.clear()  # chromium reports those two answers as console errors; they were expected
     paths = [
-        "/", "/apps/shop/", "/apps/shop/deployments/", "/apps/shop/health/", f"/deployments/{deployment.pk}/",
+        "/", "/apps/shop/", "/apps/shop/env/", "/apps/shop/deployments/", "/apps/shop/health/",
+        f"/deployments/{deployment.pk}/",
         "/team/channels/", "/team/audit/",
     ]  # fmt: skip
     for path in paths:
