@@ -36,7 +36,6 @@ from .common import (
     app_query,
     commit_of,
     duration,
-    find_app,
     page,
     probe_time,
     safe_url,
@@ -50,19 +49,6 @@ DEPLOYMENTS_PER_PAGE = 50
 RELEASES_PER_STAGE = 10
 EVENTS_ON_PAGE = 2000  # more are fetched by the live log (or read through the API)
 HEALTH_FILTERS = ("up", "down", "unknown")
-
-
-def _health_counts(app: App) -> dict:
-    """Counts of the app's live stage placements per health status (from prefetched rows)."""
-    counts = Counter(
-        sp.health_status for placement in app.placements.all() for sp in placement.stages.all() if sp.live
-    )
-    return {
-        "up": counts["up"],
-        "down": counts["down"],
-        "unknown": counts["unknown"],
-        "status": worst_status(counts.elements()) if counts else "",
-    }
 
 
 def _stage_summary(stage, state: selectors.StageState | None) -> dict:
@@ -163,19 +149,21 @@ def _releases_by_stage(app: App, stages) -> dict[int, list[Release]]:
     return out
 
 
+def _app_only(request: HttpRequest, slug: str) -> tuple[App, str]:
+    """The app ``slug`` the user sees, with its team and nothing prefetched, and the ``?team=``
+    query string naming that team when the URL did."""
+    principal = principal_for(request)
+    team = request.GET.get("team") or None
+    queryset = App.objects.visible_to(principal).select_related("team")
+    return selectors.app_for(principal=principal, slug=slug, team=team, queryset=queryset), team_query(team)
+
+
 @page("GET")
 def app_detail(request: HttpRequest, app: str) -> HttpResponse:
     """One app: what each stage runs in each region (with warnings), its releases (roll back to
     any), the deploy and promote forms, its regions and their health, recent deployments."""
     principal = principal_for(request)
-    team = request.GET.get("team") or None
-    obj = selectors.app_for(
-        principal=principal,
-        slug=app,
-        team=team,
-        queryset=App.objects.visible_to(principal).select_related("team"),
-    )
-    query = team_query(team)
+    obj, query = _app_only(request, app)
     stages = list(Stage.objects.filter(app=obj).order_by("name"))
     placements = list(AppRegion.objects.filter(app=obj).select_related("region").order_by("region__code"))
     states = selectors.stage_states(stage.pk for stage in stages)
@@ -245,13 +233,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
 def env_page(request: HttpRequest, app: str) -> HttpResponse:
     """The app's env vars with their scope (secret values never), and the form to add one."""
     principal = principal_for(request)
-    team = request.GET.get("team") or None
-    obj = selectors.app_for(
-        principal=principal,
-        slug=app,
-        team=team,
-        queryset=App.objects.visible_to(principal).select_related("team"),
-    )
+    obj, query = _app_only(request, app)
     can_deploy = principal.can(Role.DEPLOYER, app=obj)
     form = None
     if can_deploy:
@@ -268,7 +250,7 @@ def env_page(request: HttpRequest, app: str) -> HttpResponse:
         "deployments/env_list.html",
         {
             "app": obj,
-            "team_query": team_query(team),
+            "team_query": query,
             "env_vars": env_rows(obj),
             "env_form": form,
             "can_deploy": can_deploy,
@@ -311,7 +293,7 @@ def env_rows(app: App) -> list[dict]:
 def deployment_list(request: HttpRequest, app: str) -> HttpResponse:
     """All of an app's deployments, newest first, filtered by stage, status and kind, a page
     at a time (no count over the whole table: one row more than a page says there is a next)."""
-    obj, query = find_app(request, app)
+    obj, query = _app_only(request, app)
     qs = (
         Deployment.objects.filter(app=obj)
         .select_related("stage", "release", "user")
@@ -351,7 +333,7 @@ def deployment_list(request: HttpRequest, app: str) -> HttpResponse:
             "page": number,
             "next_url": link(number + 1) if len(rows) > DEPLOYMENTS_PER_PAGE else "",
             "prev_url": link(number - 1) if number > 1 else "",
-            "stages": [s.name for s in obj.stages.all()],
+            "stages": list(Stage.objects.filter(app=obj).order_by("name").values_list("name", flat=True)),
             "statuses": DeploymentStatus.values,
             "kinds": DeploymentKind.values,
             "stage": stage,
