@@ -8,12 +8,14 @@ Secret env values are never read here at all.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from datetime import UTC
 from urllib.parse import urlencode
 
 from django.db.models import Case, F, Q, Value, When
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.utils.html import format_html_join
 
 from controlplane.access import principal_for
 from controlplane.choices import Role
@@ -349,6 +351,29 @@ def without_region(message: str, region: str) -> str:
     return message[len(prefix) :] if region and message.startswith(prefix) else message
 
 
+def log_rows(events: list[dict]) -> str:
+    """The log's table rows, built here rather than in a template loop: a deployment's log runs
+    to thousands of lines, and this is several times faster with the same escaping."""
+    rows = []
+    for e in events:
+        at = e["created_at"].astimezone(UTC)
+        region = e["region__code"] or ""
+        rows.append(
+            (
+                e["level"], e["seq"], region or "-", e["level"], at.isoformat().replace("+00:00", "Z"),
+                at.strftime("%Y-%m-%d %H:%M:%S"), at.strftime("%H:%M:%S"), region, e["step"],
+                without_region(e["message"], region),
+            )
+        )  # fmt: skip
+    return format_html_join(
+        "\n",
+        '<tr class="level-{}" data-seq="{}" data-region="{}" data-level="{}"><td class="ts">'
+        '<time datetime="{}" title="{} UTC">{}</time></td><td class="region">{}</td>'
+        '<td class="step">{}</td><td class="msg">{}</td></tr>',
+        rows,
+    )
+
+
 def failure_summary(regions) -> list[dict]:
     """The regions that failed (or were rolled back) and why, first error first."""
     bad = (RegionStatus.FAILED, RegionStatus.ROLLED_BACK)
@@ -383,13 +408,11 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
     ]
     events = list(
         DeploymentEvent.objects.filter(deployment=deployment)
-        .select_related("region")
-        .order_by("seq")[: EVENTS_ON_PAGE + 1]
+        .order_by("seq")
+        .values("seq", "level", "step", "message", "created_at", "region__code")[: EVENTS_ON_PAGE + 1]
     )
     truncated = len(events) > EVENTS_ON_PAGE
     events = events[:EVENTS_ON_PAGE]
-    for e in events:
-        e.text = without_region(e.message, e.region.code if e.region_id else "")
     query = app_query(principal, deployment.app)
     active = deployment.status in ACTIVE_DEPLOYMENT_STATUSES
     can_deploy = principal.can(Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)
@@ -415,8 +438,9 @@ def deployment_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "levels": EventLevel.values,
             "failures": failure_summary(rds),
             "events": events,
+            "log_rows": log_rows(events),
             "truncated": truncated,
-            "last_seq": events[-1].seq if events else 0,
+            "last_seq": events[-1]["seq"] if events else 0,
             "active": active,
             "duration": duration(deployment.started_at, deployment.finished_at),
             "trigger": trigger_words(deployment),
