@@ -65,10 +65,13 @@ def env_vars_of(*, app: App) -> QuerySet[EnvVar]:
     return EnvVar.objects.filter(app=app).select_related("app", "app__team", "stage", "region")
 
 
-def region_summaries(app: App) -> list[dict]:
+def region_summaries(app: App, *, states: dict | None = None) -> list[dict]:
     """Per region of ``app``: its code, the regional API endpoint, its health (the worst of its
-    stages': down > unknown > up) and the Lambda version and endpoint of each stage there."""
-    states = stage_states(stage.pk for stage in app.stages.all())
+    stages': down > unknown > up) and, per stage there, the Lambda version, endpoint and the
+    current release with its deploy status and warning (``stage_states``; pass ``states`` when
+    they were read for many apps at once)."""
+    if states is None:
+        states = stage_states(stage.pk for stage in app.stages.all())
     served = {
         (stage_id, region.region): region for stage_id, state in states.items() for region in state.regions
     }

@@ -109,7 +109,7 @@ class AppSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(AppRegionSummarySerializer(many=True))
     def get_regions(self, app: App) -> list[dict]:
-        return region_summaries(app)
+        return region_summaries(app, states=self.context.get("stage_states"))
 
     def _reveal(self, app: App) -> bool:
         return app.pk in self.context.get("reveal_secret_of", ())

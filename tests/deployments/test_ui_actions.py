@@ -8,6 +8,8 @@ import zipfile
 
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from controlplane.choices import Role
 from controlplane.models import ApiToken, AuditEntry, Channel
@@ -16,7 +18,7 @@ from deployments.models import App, Deployment, EnvVar, RegionDeployment, Stage
 from regions.aws import lambda_
 from regions.models import AppRegion, StagePlacement
 from tests.deployments.ui_support import SECRET, html, ship
-from tests.factories import RegionFactory, StageFactory
+from tests.factories import AppFactory, AppRegionFactory, RegionFactory, StageFactory
 
 
 def a_zip(body: str = "def handler(event, context):\n    return {'statusCode': 200}\n") -> SimpleUploadedFile:
@@ -419,3 +421,20 @@ def test_regions_serving_different_releases_are_shown_per_region(browser_for, te
     page = html(browser_for(team, Role.VIEWER).get("/apps/shop/"))
     assert "regions differ" in page
     assert AppRegion.objects.filter(app=app).count() == 2
+
+
+def test_the_api_app_list_reads_every_apps_stage_state_at_once(api_for, team, app):
+    ship(app)
+    client = api_for(team, Role.VIEWER)
+    client.get("/api/v1/apps/")  # the token's first use is recorded once
+    with CaptureQueriesContext(connection) as one:
+        client.get("/api/v1/apps/")
+    for n in range(3):
+        more = AppFactory(team=team, slug=f"more{n}")
+        AppRegionFactory(app=more, region=RegionFactory(code="us-east-1"))
+        StageFactory(app=more, name="production")
+        ship(more, sha=f"{n}abcdef12345")
+    with CaptureQueriesContext(connection) as four:
+        body = client.get("/api/v1/apps/").json()
+    assert len(four.captured_queries) == len(one.captured_queries)
+    assert {r["stages"]["production"]["release"] for a in body["results"] for r in a["regions"]} == {1}
