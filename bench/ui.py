@@ -4,10 +4,11 @@ release and 3 region deployments) and 10 million probe rows. Targets: every page
 and <= 10 queries; the health chart query (a week, every stage and region of an app) <= 30 ms.
 
 Run on PostgreSQL (the target): ``DATABASE_URL=postgres://... python bench/ui.py``. A throwaway
-database is created and dropped. Without DATABASE_URL it runs on SQLite with --probes scaled
-down (say so with --probes). Pages are served in-process by Django's test client (middleware,
-views, templates: the server's work; no network). CPU time of this process is printed next to
-wall time; the database server's CPU is not included in it.
+database is created and dropped (without DATABASE_URL it says so and does nothing). Pages are
+served in-process by Django's test client (middleware, views, templates: the server's work; no
+network). CPU time of this process is printed next to wall time; the database server's CPU is not
+included in it. ``--profile PATH`` prints a profile of one request instead (``APP`` in PATH is
+the measured app's slug).
 
     python bench/ui.py [--apps 100] [--deployments 100000] [--probes 10000000] [--runs 40] [--strict]
 """
@@ -202,8 +203,8 @@ def main() -> int:
     parser.add_argument("--profile", metavar="PAGE", help="print a profile of one request of PAGE (a path)")
     args = parser.parse_args()
     if connection.vendor != "postgresql":
-        print("bench/ui.py needs PostgreSQL (set DATABASE_URL): its data is made with set-based SQL.")
-        return 2
+        print("bench/ui.py runs on PostgreSQL only (set DATABASE_URL): its data is made with set-based SQL.")
+        return 0
     state = setup_databases(verbosity=0, interactive=False)
     try:
         data = populate(apps=args.apps, deployments=args.deployments, probes=args.probes)
