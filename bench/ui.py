@@ -232,6 +232,7 @@ def main() -> int:
             profiler = cProfile.Profile()
             profiler.runcall(client.get, args.profile.replace("APP", app))
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
+            pstats.Stats(profiler).sort_stats("tottime").print_stats(15)
             return 0
         failed = False
         print(f"\n{'page':28} {'p50 ms':>8} {'p95 ms':>8} {'CPU ms':>8} {'queries':>8}")
