@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.template import loader
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -108,9 +110,56 @@ def json_error(code: str, detail: str, status_code: int, **extra) -> JsonRespons
     return JsonResponse(error_body(code, detail, **extra), status=status_code)
 
 
+def _wants_json(request) -> bool:
+    """The API (and anything asking for JSON) gets JSON errors; browsers get pages."""
+    if request.path.startswith("/api/") or request.path.startswith("/healthz"):
+        return True
+    accept = request.headers.get("Accept", "")
+    return "application/json" in accept and "text/html" not in accept
+
+
+def _page(request, status_code: int, title: str, detail: str):
+    return render(
+        request,
+        "deployments/error.html",
+        {"status": status_code, "title": title, "detail": detail},
+        status=status_code,
+    )
+
+
 def handler404(request, exception=None):
-    return json_error("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+    if _wants_json(request):
+        return json_error("not_found", "Not found.", status.HTTP_404_NOT_FOUND)
+    return _page(request, 404, "Not found", "There is nothing here, or it is not yours to see.")
+
+
+def handler403(request, exception=None):
+    if _wants_json(request):
+        return json_error("permission_denied", "Not allowed.", status.HTTP_403_FORBIDDEN)
+    return _page(request, 403, "Not allowed", "You may not do that here.")
+
+
+def handler400(request, exception=None):
+    if _wants_json(request):
+        return json_error("bad_request", "Bad request.", status.HTTP_400_BAD_REQUEST)
+    return _page(request, 400, "Bad request", "The request could not be understood.")
 
 
 def handler500(request):
-    return json_error("server_error", "Something went wrong on our side.", 500)
+    if _wants_json(request):
+        return json_error("server_error", "Something went wrong on our side.", 500)
+    # A plain page: no context processors or database reads that could fail again.
+    body = loader.get_template("500.html").render({})
+    return HttpResponse(body, status=500)
+
+
+def csrf_failure(request, reason=""):
+    if _wants_json(request):
+        return json_error("csrf_failed", f"CSRF check failed: {reason}", status.HTTP_403_FORBIDDEN)
+    return _page(
+        request,
+        403,
+        "Form expired",
+        "The form was not accepted (its security token is missing or old). "
+        "Go back, reload the page and try again.",
+    )

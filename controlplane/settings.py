@@ -91,6 +91,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "django_filters",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served by us: /api/docs/ needs no CDN
     "controlplane",
     "regions",
     "deployments",
@@ -111,6 +112,8 @@ MIDDLEWARE = [
 
 ROOT_URLCONF = "controlplane.urls"
 WSGI_APPLICATION = "controlplane.wsgi.application"
+
+CSRF_FAILURE_VIEW = "controlplane.errors.csrf_failure"  # a page for browsers, JSON for the API
 
 TEMPLATES = [
     {
@@ -202,6 +205,9 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "TITLE": "controlplane API",
     "DESCRIPTION": "Deploy serverless apps to many AWS regions at once and keep them healthy.",
     "VERSION": "1",

@@ -4,6 +4,8 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import health
 
+handler400 = "controlplane.errors.handler400"
+handler403 = "controlplane.errors.handler403"
 handler404 = "controlplane.errors.handler404"
 handler500 = "controlplane.errors.handler500"
 
@@ -11,7 +13,7 @@ urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),  # static UI: sidecar
     path("api/v1/", include("controlplane.api.urls")),
     path("api/v1/", include("regions.api.urls")),
     path("api/v1/", include("deployments.api.urls")),

@@ -4,7 +4,7 @@ from django.contrib import admin
 
 from controlplane.admin import ReadOnlyAdmin
 
-from .models import AppRegion, Incident, Probe, Region, StagePlacement
+from .models import AppRegion, Incident, Probe, ProbeRollup, Region, StagePlacement
 
 
 @admin.register(Region)
@@ -34,6 +34,12 @@ class StagePlacementAdmin(ReadOnlyAdmin):
 class ProbeAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "stage_placement", "ok", "status_code", "latency_ms", "error"]
     list_filter = ["ok"]
+
+
+@admin.register(ProbeRollup)
+class ProbeRollupAdmin(ReadOnlyAdmin):
+    list_display = ["bucket", "stage_placement", "probes", "failed", "latency_max_ms"]
+    date_hierarchy = "bucket"
 
 
 @admin.register(Incident)

@@ -127,3 +127,22 @@ class Incident(models.Model):
     def duration_s(self) -> float | None:
         end = self.closed_at or timezone.now()
         return (end - self.opened_at).total_seconds()
+
+
+class ProbeRollup(models.Model):
+    """The probes of one stage placement in one 15-minute bucket, summed: the health history's
+    source for day and week charts, so a chart reads a few hundred rows, not every probe (and the
+    history outlives the pruning of old probes). Filled by ``regions.history`` from the probes of
+    buckets that are over; never changed after."""
+
+    stage_placement = models.ForeignKey(StagePlacement, on_delete=models.CASCADE, related_name="rollups")
+    bucket = models.DateTimeField()  # the bucket's start (UTC, a multiple of 15 minutes)
+    probes = models.PositiveIntegerField()
+    failed = models.PositiveIntegerField()
+    latency_sum_ms = models.FloatField(default=0)  # over the successful probes only
+    latency_max_ms = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["stage_placement", "bucket"], name="one_rollup_per_bucket")
+        ]

@@ -15,7 +15,7 @@ from deployments.models import (
     Release,
     WebhookDelivery,
 )
-from regions.models import Incident, Probe, StagePlacement
+from regions.models import Incident, Probe, ProbeRollup, StagePlacement
 from tests.factories import (
     ApiTokenFactory,
     AppFactory,
@@ -66,6 +66,14 @@ def world(db):
     DeploymentEvent.objects.create(deployment=deployment, region=region, seq=1, message="Published version 3")
     sp = StagePlacement.objects.create(placement=placement, stage=stage, version="3")
     Probe.objects.create(stage_placement=sp, ok=True, status_code=200, latency_ms=12.5)
+    ProbeRollup.objects.create(
+        stage_placement=sp,
+        bucket=timezone.now(),
+        probes=60,
+        failed=1,
+        latency_sum_ms=700.0,
+        latency_max_ms=30.0,
+    )
     Incident.objects.create(stage_placement=sp, reason="timeouts", closed_at=timezone.now())
     notification = Notification.objects.create(
         channel=channel, event="test", app=app, payload={"text": "hello"}

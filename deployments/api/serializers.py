@@ -35,6 +35,18 @@ class AppRegionStageSerializer(serializers.Serializer):
     health = serializers.ChoiceField(choices=HEALTH_CHOICES)
 
 
+class AppRegionStageStateSerializer(AppRegionStageSerializer):
+    release = serializers.IntegerField(
+        allow_null=True, help_text="The number of the release the stage serves here (the current release)."
+    )
+    deploy_status = serializers.CharField(
+        help_text="The status, in this region, of the last deployment that shipped that release."
+    )
+    warning = serializers.CharField(
+        help_text="Non-empty when this region serves a release whose deploy failed or was not verified."
+    )
+
+
 class AppRegionSummarySerializer(serializers.Serializer):
     """An app in one region (read-only; documents ``deployments.selectors.region_summaries``)."""
 
@@ -44,7 +56,7 @@ class AppRegionSummarySerializer(serializers.Serializer):
     versions = serializers.DictField(
         child=serializers.CharField(allow_null=True), help_text="{stage: the Lambda version it runs}"
     )
-    stages = serializers.DictField(child=AppRegionStageSerializer(), help_text="{stage: its state here}")
+    stages = serializers.DictField(child=AppRegionStageStateSerializer(), help_text="{stage: its state here}")
 
 
 class StageRegionSerializer(AppRegionStageSerializer):
@@ -99,7 +111,7 @@ class AppSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(AppRegionSummarySerializer(many=True))
     def get_regions(self, app: App) -> list[dict]:
-        return region_summaries(app)
+        return region_summaries(app, states=self.context.get("stage_states"))
 
     def _reveal(self, app: App) -> bool:
         return app.pk in self.context.get("reveal_secret_of", ())

@@ -11,8 +11,8 @@ from controlplane.choices import Role
 from deployments import artifacts
 from deployments.builds import BuildFailed, build_artifact
 from deployments.choices import DeploymentStatus
-from deployments.models import Deployment, RegionDeployment
 from deployments.engine.build import build_release
+from deployments.models import Deployment, RegionDeployment
 from tests.deployments.test_builds import Log
 from tests.factories import AppFactory, RegionFactory, StageFactory
 from tests.support.gitrepo import DumbHttpGitServer, GitRepo

@@ -12,119 +12,21 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from controlplane.choices import Role
-from deployments.choices import DeploymentKind, DeploymentStatus, RegionStatus
-from deployments.engine.releases import create_release
+from deployments.choices import DeploymentKind, DeploymentStatus
 from deployments.events import log_event
-from deployments.models import Artifact, Deployment, RegionDeployment, Stage
+from deployments.models import Deployment, RegionDeployment, Stage
 from regions.aws import lambda_
-from regions.models import AppRegion, Incident, StagePlacement
+from regions.models import Incident, Probe, StagePlacement
+from tests.deployments.ui_support import SECRET, UI_REGIONS, html, ship
 from tests.factories import (
     AppFactory,
     AppRegionFactory,
-    EnvVarFactory,
     MembershipFactory,
     RegionFactory,
     StageFactory,
     TeamFactory,
     UserFactory,
 )
-
-SECRET = "pa55-very-secret-value"
-REGIONS = ["eu-west-1", "us-east-1"]
-
-
-@pytest.fixture
-def app(team):
-    """``acme/shop`` in two regions with a production stage, a plain and a secret env var."""
-    app = AppFactory(team=team, slug="shop", name="Shop")
-    for code in REGIONS:
-        AppRegionFactory(app=app, region=RegionFactory(code=code))
-    StageFactory(app=app, name="production", domain="shop.example.com")
-    EnvVarFactory(app=app, key="GREETING", value="hello-plain")
-    EnvVarFactory(app=app, key="DB_PASSWORD", value=SECRET, secret=True)
-    return app
-
-
-@pytest.fixture
-def foreign_app(other_team):
-    app = AppFactory(team=other_team, slug="intranet")
-    AppRegionFactory(app=app, region=RegionFactory(code="us-east-1"))
-    StageFactory(app=app, name="production")
-    return app
-
-
-@pytest.fixture
-def browser_for(db):
-    """``browser_for(team, role)``: a Django test client signed in as a new member of ``team``."""
-
-    def make(team, role: str = Role.DEPLOYER) -> Client:
-        user = UserFactory()
-        MembershipFactory(team=team, user=user, role=role)
-        client = Client()
-        client.force_login(user)
-        client.user = user
-        return client
-
-    return make
-
-
-def ship(app, *, stage="production", sha="a1b2c3d4e5f6a7b8", message="Add checkout", versions=None, ago=0):
-    """A succeeded deployment of a new release of ``stage``, live in every region of ``app``
-    (Lambda version per region from ``versions``), with a few log lines."""
-    stage = Stage.objects.get(app=app, name=stage)
-    artifact, _ = Artifact.objects.get_or_create(app=app, sha256=sha.ljust(64, "0"), defaults={"size": 10})
-    release = create_release(
-        app=app,
-        stage=stage,
-        artifact=artifact,
-        commit={
-            "sha": sha,
-            "branch": "main",
-            "message": message,
-            "author": "Ada Lovelace",
-            "url": f"https://github.com/acme/shop/commit/{sha}",
-        },
-        created_by="user:ada",
-    )
-    finished = timezone.now() - timedelta(minutes=ago)
-    deployment = Deployment.objects.create(
-        app=app,
-        stage=stage,
-        release=release,
-        kind=DeploymentKind.DEPLOY,
-        status=DeploymentStatus.SUCCEEDED,
-        commit_sha=release.commit_sha,
-        commit_branch=release.commit_branch,
-        commit_message=release.commit_message,
-        commit_author=release.commit_author,
-        commit_url=release.commit_url,
-        triggered_by="webhook:github",
-        started_at=finished - timedelta(seconds=42),
-        finished_at=finished,
-    )
-    versions = versions or {}
-    for placement in AppRegion.objects.filter(app=app).select_related("region"):
-        code = placement.region.code
-        version = versions.get(code, str(release.number))
-        RegionDeployment.objects.create(
-            deployment=deployment,
-            region=placement.region,
-            status=RegionStatus.SUCCEEDED,
-            version=version,
-            started_at=finished - timedelta(seconds=40),
-            finished_at=finished,
-        )
-        StagePlacement.objects.update_or_create(
-            placement=placement, stage=stage, defaults={"version": version, "release": release}
-        )
-    log_event(deployment_id=deployment.pk, step="queue", message=f"Deploy of commit {sha[:7]} queued.")
-    log_event(deployment_id=deployment.pk, step="alias", message="Moved alias production to the new version.")
-    return deployment
-
-
-def html(response) -> str:
-    return response.content.decode()
-
 
 # --- Sign-in ------------------------------------------------------------------------------------
 
@@ -170,7 +72,7 @@ def test_home_lists_the_users_apps_with_stage_releases_and_health_counts(browser
     page = html(browser_for(team, Role.VIEWER).get("/"))
     assert 'href="/apps/shop/"' in page
     assert "acme" in page
-    for code in REGIONS:
+    for code in UI_REGIONS:
         assert code in page
     assert f"#{deployment.release.number}" in page
     assert "a1b2c3d" in page
@@ -233,25 +135,32 @@ def test_an_app_slug_in_two_of_the_users_teams_asks_which_team(browser_for, team
 # --- Pages --------------------------------------------------------------------------------------
 
 
-def test_app_page_shows_stages_regions_deployments_and_env_keys(browser_for, team, app):
+def test_app_pages_show_stages_regions_deployments_and_env_keys(browser_for, team, app):
     deployment = ship(app, message="Add checkout\n\nLonger body.")
     response = browser_for(team, Role.VIEWER).get("/apps/shop/")
     assert response.status_code == 200
     page = html(response)
     assert "production" in page and "shop.example.com" in page
-    for code in REGIONS:
+    for code in UI_REGIONS:
         assert code in page
     assert f'href="/deployments/{deployment.pk}/"' in page
-    assert "Add checkout" in page and "Ada Lovelace" in page and "webhook:github" in page
+    assert "Add checkout" in page and "push by Ada Lovelace (GitHub)" in page
     assert 'href="https://github.com/acme/shop/commit/a1b2c3d4e5f6a7b8"' in page
-    assert "GREETING" in page and "hello-plain" in page
-    assert "DB_PASSWORD" in page
+    env = html(browser_for(team, Role.VIEWER).get("/apps/shop/env/"))
+    assert "GREETING" in env and "hello-plain" in env
+    assert "DB_PASSWORD" in env
 
 
 def test_secret_env_values_never_appear_in_any_page(browser_for, team, app):
     deployment = ship(app)
     browser = browser_for(team, Role.ADMIN)
-    for path in ["/", "/apps/shop/", "/apps/shop/health/", f"/deployments/{deployment.pk}/"]:
+    for path in [
+        "/",
+        "/apps/shop/",
+        "/apps/shop/env/",
+        "/apps/shop/health/",
+        f"/deployments/{deployment.pk}/",
+    ]:
         response = browser.get(path)
         assert response.status_code == 200
         assert SECRET not in html(response), path
@@ -278,6 +187,13 @@ def test_health_page_shows_state_probe_latency_and_incidents_with_durations(brow
     StagePlacement.objects.filter(placement__region__code="eu-west-1").update(
         health_status="up", last_probe_at=now, last_latency_ms=23.0
     )
+    Probe.objects.create(
+        stage_placement=down, ok=False, status_code=502, latency_ms=812.4, error="status 502"
+    )
+    Probe.objects.create(
+        stage_placement=StagePlacement.objects.get(placement__region__code="eu-west-1"), ok=True,
+        status_code=200, latency_ms=23.0,
+    )  # fmt: skip
     Incident.objects.create(stage_placement=down, opened_at=now - timedelta(minutes=5), reason="HTTP 502")
     Incident.objects.create(
         stage_placement=down,
@@ -289,10 +205,12 @@ def test_health_page_shows_state_probe_latency_and_incidents_with_durations(brow
     assert response.status_code == 200
     page = html(response)
     assert "status-down" in page and "status-up" in page
-    assert "812 ms" in page and "23 ms" in page
-    assert "HTTP 502" in page and "timed out" in page
-    assert "open 5m" in page  # the open incident's duration so far
-    assert "10m 00s" in page  # the closed one's
+    assert "failed: status 502" in page and "812 ms" not in page  # a failure is not a latency
+    assert "healthy, 23 ms" in page
+    assert "HTTP 502" in page
+    assert "Down for 5m" in page  # the open incident's duration so far
+    response = browser_for(team, Role.VIEWER).get("/apps/shop/health/?window=week")
+    assert "timed out" in html(response) and "after 10m 00s" in html(response)  # the closed one's
 
 
 def test_deployment_page_shows_commit_regions_and_the_event_log(browser_for, team, app):
@@ -352,7 +270,7 @@ def test_viewers_see_no_rollback_or_unpin_buttons(browser_for, team, app):
     assert "/stages/production/unpin/" not in page and ">Unpin<" not in page
 
     deployer_page = html(browser_for(team, Role.DEPLOYER).get("/apps/shop/"))
-    assert "/stages/production/rollback/" in deployer_page and "Roll back to #1" in deployer_page
+    assert "/stages/production/rollback/" in deployer_page and "Roll back to this" in deployer_page
     assert "/stages/production/unpin/" in deployer_page
 
 
