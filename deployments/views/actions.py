@@ -19,8 +19,8 @@ from .. import selectors
 from ..artifacts import store_artifact
 from ..models import App, Deployment, EnvVar, Release
 from ..services import apps as app_services
-from ..services.deployments import cancel_deployment, create_deployment
-from ..services.releases import promote, rollback
+from ..services.deployments import cancel_deployment, create_deployment, promote
+from ..services.rollback import rollback
 from .common import find_app, form_errors, page, refused
 from .forms import AppForm, DeployForm, EnvVarForm, PromoteForm, StageForm
 
