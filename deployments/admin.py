@@ -14,6 +14,7 @@ from .models import (
     Deployment,
     DeploymentEvent,
     EnvVar,
+    OidcTrustPolicy,
     RegionDeployment,
     Release,
     Stage,
@@ -48,6 +49,17 @@ class StageAdmin(admin.ModelAdmin):
     list_display = ["__str__", "branch", "domain", "pinned", "pinned_at"]
     list_filter = ["pinned"]
     search_fields = ["app__slug", "name", "domain"]
+
+
+@admin.register(OidcTrustPolicy)
+class OidcTrustPolicyAdmin(admin.ModelAdmin):
+    """Which CI jobs may log in as an app with an OIDC ID token (see the exchange's audit entries)."""
+
+    readonly_fields = ["created_by", "created_at"]
+    list_display = ["__str__", "issuer", "environment", "workflow", "stages", "role", "enabled"]
+    list_filter = ["enabled", "issuer"]
+    search_fields = ["app__slug", "repository", "name"]
+    raw_id_fields = ["app"]
 
 
 class EnvVarForm(WriteOnlySecretsForm):

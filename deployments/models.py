@@ -335,3 +335,33 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "delivery_id"], name="webhook_delivery_unique")
         ]
+
+
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+class OidcTrustPolicy(models.Model):
+    """Which CI jobs may log in as this app without a stored secret: an OIDC issuer and the claims
+    its ID token must carry (repository, and optionally a ref or branch glob, an environment, a
+    workflow). A match is exchanged for a short-lived API token scoped to the app and ``stages``."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="oidc_policies")
+    name = models.CharField(max_length=100, blank=True)
+    issuer = models.CharField(max_length=500, default=GITHUB_ACTIONS_ISSUER)
+    repository = models.CharField(max_length=255)  # owner/name (GitHub), group/project (GitLab)
+    ref = models.CharField(max_length=255, blank=True)  # "refs/tags/v*", or a branch glob "main"; "" = any
+    environment = models.CharField(max_length=255, blank=True)  # a glob; "" = any (or none)
+    workflow = models.CharField(max_length=255, blank=True)  # a glob on the file or name; "" = any
+    stages = models.JSONField(default=list, blank=True)  # stages the token may change; empty = all
+    role = models.CharField(max_length=16, default="deployer")  # viewer or deployer
+    enabled = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["app", "id"]
+        verbose_name = "OIDC trust policy"
+        verbose_name_plural = "OIDC trust policies"
+
+    def __str__(self) -> str:
+        return f"{self.app.slug}: {self.repository}" + (f"@{self.ref}" if self.ref else "")

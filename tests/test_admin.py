@@ -11,6 +11,7 @@ from deployments.models import (
     Deployment,
     DeploymentEvent,
     EnvVar,
+    OidcTrustPolicy,
     RegionDeployment,
     Release,
     WebhookDelivery,
@@ -72,6 +73,7 @@ def world(db):
     )
     NotificationAttempt.objects.create(notification=notification, number=1, status="sent", response_code=200)
     WebhookDelivery.objects.create(provider="github", delivery_id="d-1", app=app, outcome="ignored")
+    OidcTrustPolicy.objects.create(app=app, repository="acme/shop", ref="main")
     AuditEntry.objects.create(team=team, actor="user:member", action="app.create", object_type="app")
     return {
         "app": app,

@@ -16,9 +16,9 @@ def github_actions_id_token(env: dict[str, str], audience: str) -> str:
     if not url or not bearer:
         raise CliError(exits.USAGE, "no GitHub Actions ID token: give the job 'permissions: id-token: write'")
     try:
-        response = httpx.get(
-            url, params={"audience": audience}, headers={"Authorization": f"Bearer {bearer}"}, timeout=30
-        )
+        # The runner's URL carries its own query (api-version=...): the audience is added to it.
+        target = httpx.URL(url).copy_merge_params({"audience": audience})
+        response = httpx.get(target, headers={"Authorization": f"Bearer {bearer}"}, timeout=30)
     except httpx.TransportError as exc:
         raise CliError(exits.UNREACHABLE, f"cannot reach the GitHub Actions token endpoint: {exc}")
     if response.status_code != 200:
