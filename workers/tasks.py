@@ -127,3 +127,27 @@ def requeue_notifications() -> int:
     from controlplane.notify import requeue_stale_notifications
 
     return requeue_stale_notifications()
+
+
+# --- Reporting to the git host ----------------------------------------------------------------
+
+
+@shared_task(
+    name="workers.post_git_host_updates", bind=True, acks_late=True, max_retries=None, ignore_result=True
+)
+def post_git_host_updates(self, deployment_id: int) -> None:
+    """Post a deployment's pending GitHub/GitLab statuses in order; retried with backoff while the
+    host fails transiently (each row counts its attempts, so retries stay bounded)."""
+    from deployments.git_host import post_pending
+
+    retry_in = post_pending(deployment_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.requeue_git_host_posts", acks_late=True)
+def requeue_git_host_posts() -> int:
+    """Enqueue again git host posts whose task was lost (beat runs it every minute)."""
+    from deployments.git_host import requeue_stale
+
+    return requeue_stale()

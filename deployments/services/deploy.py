@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from controlplane.errors import Conflict, DomainError
 
+from .. import scm_status
 from ..choices import (
     ACTIVE_DEPLOYMENT_STATUSES,
     DeploymentKind,
@@ -301,6 +302,7 @@ def create_deployment(
         f"for {len(placements)} region(s): {', '.join(p.region.code for p in placements)}.",
     )
     _supersede_older(deployment)
+    scm_status.deployment_changed(deployment.pk, "queued")  # git host hook: created
     if kind == DeploymentKind.ROLLBACK and deployment.release_id:
         # Nothing to build and one wave: one task moves every region's alias at once.
         transaction.on_commit(lambda: _enqueue_start(deployment.pk, rollback=True))
@@ -472,4 +474,5 @@ def finish_if_done(*, deployment_id: int) -> str | None:
         event = ""
     if event:
         notify_deployment(deployment_id, event)
+    scm_status.deployment_changed(deployment_id, "finished")  # git host hook: terminal
     return status

@@ -26,6 +26,7 @@ from regions.aws import acm, apigateway, iam, lambda_, route53, s3
 from regions.aws.session import AwsError, account_id
 from regions.models import AppRegion, StagePlacement
 
+from .. import scm_status
 from ..choices import DeploymentKind, DeploymentStatus, EventLevel, FailurePolicy, RegionStatus
 from ..models import Deployment, DeploymentEvent, RegionDeployment, Release
 from .deploy import failure_policy, finish_if_done, release_env
@@ -325,6 +326,7 @@ def notify_started(deployment_id: int) -> None:
     from controlplane.notify import notify_deployment
 
     notify_deployment(deployment_id, "deploy_started")
+    scm_status.deployment_changed(deployment_id, "in_progress")  # git host hook: started
 
 
 # --- The job ----------------------------------------------------------------------------------
@@ -1090,6 +1092,7 @@ def finish_region(rd: RegionDeployment, status: str) -> None:
     RegionDeployment.objects.filter(pk=rd.pk, status=RegionStatus.RUNNING).update(
         status=status, finished_at=timezone.now(), heartbeat_at=timezone.now()
     )
+    scm_status.region_finished(rd.pk)  # git host hook: a region's end
     if status == RegionStatus.SUCCEEDED:
         log_event(
             deployment_id=rd.deployment_id, region_id=rd.region_id, step="done",
