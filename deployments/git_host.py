@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 GITHUB_API_VERSION = "2022-11-28"
 USER_AGENT = "controlplane-git-host/1"
 RETRY_STATUSES = frozenset({408, 425, 429})
+LOOK_AGAIN_S = 5.0  # a row held by another worker's attempt is looked at again after this long
 
 # Our states → GitHub deployment status / commit status, GitLab deployment / commit status.
 GITHUB_DEPLOYMENT = {
@@ -259,6 +260,9 @@ def _finish(row: GitHostPost, attempt: int, status: str, started: float, *, code
 
 
 def disable_connection(conn: GitHostConnection, reason: str) -> None:
+    """Turn the app's reporting off because the host refuses its credential (an admin fixes the
+    credential in the Django admin and turns it on again); later rows fail with the reason."""
+    conn.enabled, conn.disabled_reason = False, reason[:500]
     GitHostConnection.objects.filter(pk=conn.pk, enabled=True).update(
         enabled=False, disabled_reason=reason[:500]
     )
@@ -267,28 +271,40 @@ def disable_connection(conn: GitHostConnection, reason: str) -> None:
 
 def post_pending(deployment_id: int, *, max_attempts: int | None = None) -> float | None:
     """Post the deployment's pending rows, oldest first, stopping at the first that must wait (so
-    the host sees them in order). Returns seconds until the next try is due, or None when nothing
-    is left to do here (done, or another worker holds the next row)."""
+    the host sees them in order), and again for rows recorded meanwhile. Returns seconds until it
+    should look again (a backoff, or another worker's attempt in flight), or None when none is
+    left pending."""
     max_attempts = max_attempts or settings.NOTIFY_MAX_ATTEMPTS
-    rows = list(
-        GitHostPost.objects.filter(deployment_id=deployment_id, status=GitHostPostStatus.PENDING)
-        .select_related("region")
-        .order_by("pk")
-    )
-    if not rows:
-        return None
-    deployment = Deployment.objects.select_related("app", "stage").get(pk=deployment_id)
-    conn = GitHostConnection.objects.filter(app_id=deployment.app_id).select_related("app").first()
+    deployment = conn = None
+    while True:
+        rows = list(
+            GitHostPost.objects.filter(deployment_id=deployment_id, status=GitHostPostStatus.PENDING)
+            .select_related("region")
+            .order_by("pk")
+        )
+        if not rows:
+            return None
+        if deployment is None:
+            deployment = Deployment.objects.select_related("app", "stage").get(pk=deployment_id)
+            conn = GitHostConnection.objects.filter(app_id=deployment.app_id).select_related("app").first()
+        wait = _post_rows(rows, deployment, conn, max_attempts)
+        if wait is not None:
+            return wait
+
+
+def _post_rows(rows, deployment, conn, max_attempts: int) -> float | None:
     for row in rows:
         now = timezone.now()
         if row.next_attempt_at is not None and row.next_attempt_at > now:
-            return (row.next_attempt_at - now).total_seconds()
+            # A backoff, or another worker's attempt holding the row: look again soon (the one
+            # that tried it scheduled its own retry).
+            return min((row.next_attempt_at - now).total_seconds(), LOOK_AGAIN_S)
         lease = now + timedelta(seconds=settings.NOTIFY_TIMEOUT * 3 + 60)
         claimed = GitHostPost.objects.filter(
             pk=row.pk, status=GitHostPostStatus.PENDING, attempts=row.attempts
         ).update(attempts=F("attempts") + 1, next_attempt_at=lease)
         if not claimed:
-            return None
+            return LOOK_AGAIN_S
         attempt = row.attempts + 1
         started = time.perf_counter()
         if conn is None or not conn.enabled:
