@@ -6,13 +6,19 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from . import exits
-from .api import Api
 from .exits import CliError
 
-POLL_S = 0.1  # a log line shows at most this long (plus one request) after it was written
+if TYPE_CHECKING:
+    from .api import Api
+
+# How often the log is read: often at first (most deploys end within a minute, and the end is
+# seen at most this late), then less (a long canary bake is followed without hammering the API).
+POLL_S = 0.1
+POLL_LATER_S = 0.25
+POLL_FAST_FOR_S = 120.0
 REGIONS_EVERY_S = 0.5  # how often a terminal's region table is refreshed
 MARKS = {
     "queued": "·", "running": "▸", "succeeded": "✓", "failed": "✗",
@@ -155,19 +161,22 @@ def follow(
     """Show the deployment's log from ``after`` until it finishes; returns its final state.
     Raises CliError(TIMED_OUT) past ``timeout`` seconds and CliError(INTERRUPTED) on Ctrl-C (the
     deployment goes on, unless ``cancel_on_interrupt``)."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    last_regions = 0.0
     try:
+        started = time.monotonic()
+        deadline = None if timeout is None else started + timeout
+        last_regions = 0.0
         while True:
             page = api.get(f"/deployments/{deployment_id}/events/", params={"after": after, "limit": 1000})
             for event in page["results"]:
                 renderer.event(event)
             after = page["last_seq"]
             if page["finished"] and len(page["results"]) < 1000:
-                # The closing line may be written just after the status: one more read drains it.
-                tail = api.get(f"/deployments/{deployment_id}/events/", params={"after": after})
-                for event in tail["results"]:
-                    renderer.event(event)
+                closed = bool(page["results"]) and page["results"][-1].get("step") == "finish"
+                if not closed:
+                    # The closing line may be written just after the status: one more read drains it.
+                    tail = api.get(f"/deployments/{deployment_id}/events/", params={"after": after})
+                    for event in tail["results"]:
+                        renderer.event(event)
                 return api.get(f"/deployments/{deployment_id}/")
             now = time.monotonic()
             if renderer.wants_regions and now - last_regions >= REGIONS_EVERY_S:
@@ -180,19 +189,23 @@ def follow(
                     f"(controlplane logs {deployment_id} --follow)",
                 )
             if len(page["results"]) < 1000:
-                time.sleep(POLL_S)
+                time.sleep(POLL_S if now - started < POLL_FAST_FOR_S else POLL_LATER_S)
     except KeyboardInterrupt:
-        if cancel_on_interrupt:
-            try:
-                api.post(f"/deployments/{deployment_id}/cancel/")
-            except CliError as exc:
-                raise CliError(
-                    exits.INTERRUPTED,
-                    f"interrupted; cancelling deployment {deployment_id} failed: {exc.message}",
-                )
-            raise CliError(exits.INTERRUPTED, f"interrupted; deployment {deployment_id} cancelled")
-        raise CliError(
-            exits.INTERRUPTED,
-            f"stopped following; deployment {deployment_id} goes on "
-            f"(controlplane logs {deployment_id} --follow)",
-        )
+        raise interrupted(api, deployment_id, cancel=cancel_on_interrupt)
+
+
+def interrupted(api: Api, deployment_id: int, *, cancel: bool) -> CliError:
+    """What Ctrl-C while following ends in: following stops and the deployment goes on, or, with
+    ``cancel`` (``--cancel-on-interrupt``), it is cancelled first."""
+    if cancel:
+        try:
+            api.post(f"/deployments/{deployment_id}/cancel/")
+        except CliError as exc:
+            return CliError(
+                exits.INTERRUPTED, f"interrupted; cancelling deployment {deployment_id} failed: {exc.message}"
+            )
+        return CliError(exits.INTERRUPTED, f"interrupted; deployment {deployment_id} cancelled")
+    return CliError(
+        exits.INTERRUPTED,
+        f"stopped following; deployment {deployment_id} goes on (controlplane logs {deployment_id} --follow)",
+    )

@@ -10,17 +10,33 @@ from __future__ import annotations
 import argparse
 import getpass
 import hashlib
+import importlib
 import json
 import os
 import re
 import sys
-import uuid
+import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from . import __version__, archive, exits, gitinfo, oidc
-from .api import Api, exchange_oidc
+from . import __version__, archive, exits, gitinfo
 from .exits import CliError
-from .follow import JsonRenderer, Renderer, TerminalRenderer, follow, result
+from .follow import JsonRenderer, Renderer, TerminalRenderer, follow, interrupted, result
+
+if TYPE_CHECKING:
+    from .api import Api
+
+# The HTTP client (httpx) is most of the command's start-up time: ``deploy`` imports it on a
+# thread while it zips the directory and reads git, the other commands when they connect.
+HTTP_MODULES = ("controlplane_cli.api", "controlplane_cli.oidc")
+
+
+def load_http(tls: bool = False) -> None:
+    for name in HTTP_MODULES:
+        importlib.import_module(name)
+    if tls:
+        sys.modules["controlplane_cli.api"].tls_context()
+
 
 DURATION = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s?)?$")
 
@@ -49,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--team", default=None, help="the team, when two of yours have an app of that name")
     common.add_argument("--app", default=None, help="the app's slug (CONTROLPLANE_APP)")
     common.add_argument("--json", action="store_true", help="print JSON for machines")
+    common.add_argument(
+        "--verbose", "-v", action="store_true", help="print each request and its time on stderr"
+    )
 
     parser = Parser(
         prog="controlplane",
@@ -135,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def connect(args: argparse.Namespace, env: dict[str, str], *, need_app: bool = False) -> Api:
+    load_http()
+    api_mod, oidc = sys.modules["controlplane_cli.api"], sys.modules["controlplane_cli.oidc"]
     url = args.url or env.get("CONTROLPLANE_URL", "")
     if not url:
         raise CliError(exits.USAGE, "no control plane URL: set CONTROLPLANE_URL or pass --url")
@@ -156,8 +177,8 @@ def connect(args: argparse.Namespace, env: dict[str, str], *, need_app: bool = F
             raise CliError(
                 exits.USAGE, "the OIDC login is scoped to one app: pass --app or set CONTROLPLANE_APP"
             )
-        token = exchange_oidc(url, id_token=id_token, app=args.app, team=team)["token"]
-    return Api(url, token, team=team)
+        token = api_mod.exchange_oidc(url, id_token=id_token, app=args.app, team=team)["token"]
+    return api_mod.Api(url, token, team=team, verbose=args.verbose)
 
 
 def renderer_for(args: argparse.Namespace) -> Renderer:
@@ -177,10 +198,17 @@ def follow_to_end(api: Api, deployment: dict, args: argparse.Namespace) -> int:
             link = f"{api.base_url}/deployments/{deployment['id']}/"
             print(f"deployment {deployment['id']} {deployment['status']}: {link}")
         return exits.SUCCEEDED
-    renderer.start(deployment, api.base_url)
-    final = follow(
-        api, deployment["id"], renderer, timeout=args.timeout, cancel_on_interrupt=args.cancel_on_interrupt
-    )
+    try:
+        renderer.start(deployment, api.base_url)
+        final = follow(
+            api,
+            deployment["id"],
+            renderer,
+            timeout=args.timeout,
+            cancel_on_interrupt=args.cancel_on_interrupt,
+        )
+    except KeyboardInterrupt:  # (follow turns one into CliError itself; this covers the line before)
+        raise interrupted(api, deployment["id"], cancel=args.cancel_on_interrupt)
     renderer.finish(final, api.base_url)
     return exits.for_deployment(final)
 
@@ -189,9 +217,13 @@ def follow_to_end(api: Api, deployment: dict, args: argparse.Namespace) -> int:
 
 
 def cmd_deploy(args, env) -> int:
+    url = args.url or env.get("CONTROLPLANE_URL", "")
+    loader = threading.Thread(target=load_http, args=(url.startswith("https://"),), daemon=True)
+    loader.start()
     data, name = archive.load(args.path)  # bad paths fail before any request
-    api = connect(args, env, need_app=True)
     commit = gitinfo.commit_facts(Path(args.path), env)
+    loader.join()
+    api = connect(args, env, need_app=True)
     for key in ("sha", "message", "branch"):
         if getattr(args, key):
             commit[key] = getattr(args, key)
@@ -209,7 +241,7 @@ def cmd_deploy(args, env) -> int:
     # The key makes a retry after a dropped connection return the first answer, not a second deploy.
     deployment = api.request(
         "POST", f"/apps/{args.app}/deployments/", json=body,
-        headers={"Idempotency-Key": f"cli-{uuid.uuid4()}"}, retry=True,
+        headers={"Idempotency-Key": f"cli-{os.urandom(16).hex()}"}, retry=True,
     )  # fmt: skip
     return follow_to_end(api, deployment, args)
 

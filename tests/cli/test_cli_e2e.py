@@ -205,3 +205,55 @@ def test_env_secret_is_read_from_stdin_never_argv(shop, stack):
         == 0
     )
     assert not EnvVar.objects.filter(app=shop).exists()
+
+
+def test_cancel_on_interrupt_cancels(shop, stack, source, aws_proxy):
+    aws_proxy.delay_s = 0.2
+    proc = subprocess.Popen(
+        cli_argv("deploy", str(source), "--app", "shop", "--stage", "production", "--cancel-on-interrupt"),
+        env=stack, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout.readline().startswith("deployment ")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        aws_proxy.delay_s = 0
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "cancelled" in err
+    deployment = Deployment.objects.get(app=shop)
+    assert deployment.cancel_requested
+    assert wait_finished(deployment.pk).status in (DeploymentStatus.CANCELLED, DeploymentStatus.SUCCEEDED)
+
+
+def test_promote_releases_diff_status_and_logs(shop, stack, source):
+    StageFactory(app=shop, name="staging", branch="develop")
+    assert run_cli("deploy", str(source), "--app", "shop", "--stage", "staging", env=stack).returncode == 0
+    promoted = run_cli(
+        "promote", "--app", "shop", "--from", "staging", "--to", "production", "--json", env=stack
+    )
+    assert promoted.returncode == 0, promoted.stderr
+    answer = json.loads(promoted.stdout)
+    assert (answer["kind"], answer["stage"], answer["status"]) == ("promote", "production", "succeeded")
+
+    releases = json.loads(run_cli("releases", "--app", "shop", "--json", env=stack).stdout)
+    by_stage = {r["stage"]: r for r in releases}
+    assert by_stage["production"]["live_in"] == sorted(REGIONS)
+    diff = run_cli("diff", str(by_stage["production"]["id"]), str(by_stage["staging"]["id"]), env=stack)
+    assert diff.returncode == 0 and "commits:" in diff.stdout
+
+    status = run_cli("status", "--app", "shop", env=stack)
+    lines = status.stdout.splitlines()
+    production = lines[lines.index("  production") + 1 : lines.index("  staging")]
+    assert [line.split()[:2] for line in production] == [["eu-west-1", "v1"], ["us-east-1", "v1"]]
+    one = run_cli("status", str(answer["deployment"]), env=stack)
+    assert (
+        one.returncode == 0 and one.stdout.splitlines()[-1] == f"deployment {answer['deployment']} succeeded"
+    )
+    logs = run_cli("logs", str(answer["deployment"]), env=stack)
+    assert logs.returncode == 0 and "Deployment succeeded" in logs.stdout
+    followed = run_cli("logs", str(answer["deployment"]), "--follow", "--json", env=stack)
+    last = json.loads(followed.stdout.splitlines()[-1])
+    assert followed.returncode == 0 and last["type"] == "result" and last["status"] == "succeeded"
+    assert all(json.loads(line)["type"] == "event" for line in followed.stdout.splitlines()[:-1])
