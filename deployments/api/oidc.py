@@ -101,14 +101,19 @@ class OidcPolicyInputSerializer(StrictSerializer):
         help_text="A glob on the workflow file ('.github/workflows/deploy.yml') or its name; empty: any.",
     )  # fmt: skip
     stages = serializers.ListField(child=serializers.CharField(max_length=64), required=False, default=list)
-    role = serializers.ChoiceField(
-        choices=[Role.VIEWER, Role.DEPLOYER], required=False, default=Role.DEPLOYER
+    role = serializers.CharField(
+        required=False, default=Role.DEPLOYER, help_text="The exchanged token's role: deployer or viewer."
     )
     enabled = serializers.BooleanField(required=False, default=True)
 
     def validate_issuer(self, value: str) -> str:
         value = value.rstrip("/")
         urlsafety.check_url(value)
+        return value
+
+    def validate_role(self, value: str) -> str:
+        if value not in (Role.VIEWER, Role.DEPLOYER):
+            raise serializers.ValidationError("A trust policy grants 'deployer' or 'viewer'.")
         return value
 
     def validate_repository(self, value: str) -> str:
