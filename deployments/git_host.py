@@ -21,7 +21,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from controlplane import urlsafety
+from controlplane import audit, urlsafety
 from controlplane.notify import retry_delay
 
 from .choices import GitHostPostStatus, GitHostProvider
@@ -368,3 +368,44 @@ def requeue_stale(*, grace_s: float = 60) -> int:
     )
     enqueue(ids)
     return len(set(ids))
+
+
+# --- Managing an app's connection -------------------------------------------------------------
+
+CONNECTION_FIELDS = (
+    "provider",
+    "api_url",
+    "repository",
+    "credential",
+    "github_app_id",
+    "installation_id",
+    "enabled",
+)
+
+
+def set_connection(*, principal, app, data: dict, request=None) -> GitHostConnection:
+    """Create or change ``app``'s git host connection (``data``: checked ``CONNECTION_FIELDS``;
+    a missing ``credential`` keeps the stored one). Turning it on again clears why it was off.
+    Audited with the fields changed, never the credential's value."""
+    with transaction.atomic():
+        conn = GitHostConnection.objects.select_for_update().filter(app=app).first()
+        created = conn is None
+        conn = conn or GitHostConnection(app=app)
+        changed = sorted(k for k in CONNECTION_FIELDS if k in data and getattr(conn, k) != data[k])
+        for key in changed:
+            setattr(conn, key, data[key])
+        if data.get("enabled"):
+            conn.disabled_reason = ""
+        conn.save()
+        audit.record(
+            team=app.team, principal=principal, action="git_host.create" if created else "git_host.update",
+            obj=app, object_type="git_host", changes={"fields": changed}, request=request,
+        )  # fmt: skip
+    return conn
+
+
+def delete_connection(*, principal, app, request=None) -> None:
+    with transaction.atomic():
+        GitHostConnection.objects.filter(app=app).delete()
+        audit.record(team=app.team, principal=principal, action="git_host.delete", obj=app,
+                     object_type="git_host", request=request)  # fmt: skip

@@ -252,3 +252,32 @@ def test_lost_tasks_are_sent_again_by_the_sweeper(
         assert requeue_stale() == 1
     assert sent == [("workers.post_git_host_updates", [d.pk])]
     assert RegionStatus.QUEUED in d.regions.values_list("status", flat=True)
+
+
+def test_admins_connect_an_app_to_its_git_host_and_the_credential_never_comes_back(api_for, team, other_team):
+    from controlplane.choices import Role
+    from controlplane.models import AuditEntry
+
+    AppFactory(team=team, slug="shop", repo_url="https://github.com/acme/shop")
+    admin = api_for(team, role=Role.ADMIN)
+    path = "/api/v1/apps/shop/git-host/"
+    assert admin.get(path).status_code == 404
+    missing = admin.put(path, {"provider": "github"}, format="json")
+    assert missing.status_code == 400 and "credential" in missing.json()["fields"]
+    put = admin.put(path, {"provider": "github", "credential": "ghp_secret_value"}, format="json")
+    assert put.status_code == 200, put.json()
+    assert put.json()["credential_set"] is True and "ghp_secret_value" not in put.content.decode()
+    assert GitHostConnection.objects.get().credential == "ghp_secret_value"
+
+    GitHostConnection.objects.update(enabled=False, disabled_reason="HTTP 401")
+    again = admin.put(path, {"enabled": True}, format="json")  # the stored credential is kept
+    assert (again.json()["enabled"], again.json()["disabled_reason"]) == (True, "")
+    assert "ghp_secret_value" not in str(list(AuditEntry.objects.values_list("changes", flat=True)))
+
+    viewer = api_for(team, role=Role.VIEWER)
+    assert viewer.get(path).json()["provider"] == "github"
+    assert viewer.put(path, {"enabled": False}, format="json").status_code == 403
+    assert api_for(other_team, role=Role.ADMIN).get(path).status_code == 404
+    half_app = admin.put(path, {"github_app_id": "12"}, format="json")
+    assert half_app.status_code == 400
+    assert admin.delete(path).status_code == 204 and not GitHostConnection.objects.exists()
