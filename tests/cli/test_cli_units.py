@@ -107,3 +107,30 @@ def test_git_facts_come_from_github_actions_when_there_is_no_working_tree(tmp_pa
         "sha": "a" * 40, "branch": "main", "author": "ada",
         "url": f"https://github.com/acme/shop/commit/{'a' * 40}",
     }  # fmt: skip
+
+
+def test_on_a_terminal_log_lines_scroll_above_a_redrawn_table_of_regions():
+    import io as _io
+
+    from controlplane_cli.follow import TerminalRenderer
+
+    out = _io.StringIO()
+    r = TerminalRenderer(out)
+    deployment = {"id": 7, "status": "running", "regions": [
+        {"region": "us-east-1", "status": "running", "step": "alias", "version": "3"},
+        {"region": "eu-west-1", "status": "queued", "step": "", "version": ""},
+    ]}  # fmt: skip
+    r.regions(deployment)
+    r.event(
+        {"created_at": "t1", "region": "us-east-1", "step": "alias", "message": "moved", "duration_ms": 5}
+    )
+    deployment["regions"][0].update(status="succeeded", step="verify")
+    deployment["status"] = "succeeded"
+    r.finish(deployment, "http://cp")
+    text = out.getvalue()
+    # The table (2 lines) is erased before the log line is printed, then drawn again below it.
+    assert text.count("\x1b[2F\x1b[J") == 2
+    final = text.rsplit("\x1b[J", 1)[1].splitlines()
+    assert final[0].split() == ["✓", "us-east-1", "succeeded", "verify", "v3"]
+    assert final[-1] == "deployment 7 succeeded"
+    assert "t1 [us-east-1] alias: moved (5 ms)" in text
