@@ -3,6 +3,10 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# filesystem:// is kombu's filesystem transport writing each message atomically (see broker.py).
+TRANSPORT_ALIASES["filesystem"] = "controlplane.broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
