@@ -34,6 +34,12 @@ def _connected(deployment_id: int) -> bool:
     return GitHostConnection.objects.filter(app__deployments=deployment_id, enabled=True).exists()
 
 
+def _connected_region(region_deployment_id: int) -> bool:
+    return GitHostConnection.objects.filter(
+        app__deployments__regions=region_deployment_id, enabled=True
+    ).exists()
+
+
 def enqueue(deployment_ids) -> None:
     """Ask a worker to post the pending rows of these deployments (after the current commit).
     A broker failure is logged: the rows stay pending and the sweeper sends them."""
@@ -100,11 +106,11 @@ def deployment_changed(deployment_id: int, event: str) -> None:
     (started) or ``"finished"`` (terminal: its final state, each region's commit status not yet
     recorded, and ``inactive`` for the deployment of the stage it replaced when it succeeded)."""
     try:
-        # A savepoint around everything, the first read included: a failed statement inside the
-        # engine's transaction rolls back only this (PostgreSQL aborts the whole one otherwise).
+        # One plain read when the app reports nowhere (the usual case): no transaction of its own
+        # that could hold locks while the deployment's end is being read.
+        if not _connected(deployment_id):
+            return
         with transaction.atomic():
-            if not _connected(deployment_id):
-                return
             deployment = Deployment.objects.select_related("stage").get(pk=deployment_id)
             if not deployment.commit_sha:
                 return  # nothing to attach a status to
@@ -129,11 +135,11 @@ def deployment_changed(deployment_id: int, event: str) -> None:
 def region_finished(region_deployment_id: int) -> None:
     """Record one region's end as its commit status (``controlplane/<stage>/<region>``)."""
     try:
+        if not _connected_region(region_deployment_id):
+            return
         with transaction.atomic():
             rd = RegionDeployment.objects.select_related("region", "deployment").get(pk=region_deployment_id)
             if rd.status in (RegionStatus.QUEUED, RegionStatus.RUNNING) or not rd.deployment.commit_sha:
-                return
-            if not _connected(rd.deployment_id):
                 return
             GitHostPost.objects.bulk_create(
                 [_region_row(rd.deployment, rd, final=True)], ignore_conflicts=True
