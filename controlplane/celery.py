@@ -37,6 +37,7 @@ def _beat_schedule() -> dict:
         },
         "remind-open-incidents": {"task": "workers.remind_incidents", "schedule": 60.0},
         "requeue-stale-notifications": {"task": "workers.requeue_notifications", "schedule": 60.0},
+        "requeue-git-host-posts": {"task": "workers.requeue_git_host_posts", "schedule": 60.0},
     }
 
 

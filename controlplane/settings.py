@@ -79,6 +79,12 @@ GITLAB_HOSTS = env.list("GITLAB_HOSTS", default=[])
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=[] if PRODUCTION else ["*"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 SITE_URL = env.str("SITE_URL", default="http://127.0.0.1:8000").rstrip("/")
+# Keyless login from CI: the audience CI's OIDC ID tokens must name, and the exchanged token's life.
+OIDC_AUDIENCE = env.str("OIDC_AUDIENCE", default=SITE_URL)
+OIDC_TOKEN_TTL = min(env.int("OIDC_TOKEN_TTL", default=900), 900)  # seconds, at most 15 minutes
+OIDC_LEEWAY = 30  # seconds of clock skew allowed on exp, nbf and iat
+OIDC_JWKS_CACHE_S = 3600.0  # an issuer's keys are fetched again after this long...
+OIDC_JWKS_MIN_REFRESH_S = env.float("OIDC_JWKS_MIN_REFRESH_S", default=10.0)  # ...or on an unknown kid
 
 INSTALLED_APPS = [
     "django.contrib.admin",

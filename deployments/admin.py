@@ -14,6 +14,11 @@ from .models import (
     Deployment,
     DeploymentEvent,
     EnvVar,
+    GitHostConnection,
+    GitHostDeployment,
+    GitHostPost,
+    GitHostPostAttempt,
+    OidcTrustPolicy,
     RegionDeployment,
     Release,
     Stage,
@@ -48,6 +53,57 @@ class StageAdmin(admin.ModelAdmin):
     list_display = ["__str__", "branch", "domain", "pinned", "pinned_at"]
     list_filter = ["pinned"]
     search_fields = ["app__slug", "name", "domain"]
+
+
+@admin.register(OidcTrustPolicy)
+class OidcTrustPolicyAdmin(admin.ModelAdmin):
+    """Which CI jobs may log in as an app with an OIDC ID token (see the exchange's audit entries)."""
+
+    readonly_fields = ["created_by", "created_at"]
+    list_display = ["__str__", "issuer", "environment", "workflow", "stages", "role", "enabled"]
+    list_filter = ["enabled", "issuer"]
+    search_fields = ["app__slug", "repository", "name"]
+    raw_id_fields = ["app"]
+
+
+@admin.register(GitHostConnection)
+class GitHostConnectionAdmin(MaskedSecretsAdmin):
+    """Where an app's deployments are reported (GitHub or GitLab) and with which credential."""
+
+    readonly_fields = ["created_at"]
+    list_display = ["__str__", "provider", "api_url", "repository", "enabled", "disabled_reason"]
+    list_filter = ["provider", "enabled"]
+    search_fields = ["app__slug", "repository"]
+    raw_id_fields = ["app"]
+    # A token, or a GitHub App's whole private key.
+    multiline_secrets = ("credential",)
+
+
+class GitHostPostAttemptInline(admin.TabularInline):
+    model = GitHostPostAttempt
+    extra = 0
+    can_delete = False
+    readonly_fields = ["number", "status", "response_code", "error", "duration_ms", "created_at"]
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(GitHostPost)
+class GitHostPostAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "state", "status", "attempts", "response_code", "created_at", "sent_at"]
+    list_filter = ["status", "state"]
+    inlines = [GitHostPostAttemptInline]
+
+
+@admin.register(GitHostPostAttempt)
+class GitHostPostAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "status", "response_code", "duration_ms", "created_at"]
+
+
+@admin.register(GitHostDeployment)
+class GitHostDeploymentAdmin(ReadOnlyAdmin):
+    list_display = ["deployment", "provider", "external_id", "created_at"]
 
 
 class EnvVarForm(WriteOnlySecretsForm):

@@ -80,3 +80,15 @@ class WebhookOutcome(models.TextChoices):
     ACCEPTED = "accepted"  # deployments were created
     IGNORED = "ignored"  # valid, but nothing to do (unknown repo, unmapped branch, tag, ...)
     PINNED = "pinned"  # recorded; the stage is pinned so nothing started
+
+
+class GitHostProvider(models.TextChoices):
+    GITHUB = "github"
+    GITLAB = "gitlab"
+
+
+class GitHostPostStatus(models.TextChoices):
+    PENDING = "pending"  # not yet posted (or waiting for a retry)
+    SENT = "sent"  # the git host accepted it
+    FAILED = "failed"  # gave up: a permanent error, or out of tries
+    SKIPPED = "skipped"  # nothing to post (no commit sha; the host has no such state)

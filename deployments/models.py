@@ -16,6 +16,8 @@ from .choices import (
     DeploymentKind,
     DeploymentStatus,
     EventLevel,
+    GitHostPostStatus,
+    GitHostProvider,
     RegionStatus,
     WebhookOutcome,
 )
@@ -337,3 +339,119 @@ class WebhookDelivery(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["provider", "delivery_id"], name="webhook_delivery_unique")
         ]
+
+
+GITHUB_ACTIONS_ISSUER = "https://token.actions.githubusercontent.com"
+
+
+class OidcTrustPolicy(models.Model):
+    """Which CI jobs may log in as this app without a stored secret: an OIDC issuer and the claims
+    its ID token must carry (repository, and optionally a ref or branch glob, an environment, a
+    workflow). A match is exchanged for a short-lived API token scoped to the app and ``stages``."""
+
+    app = models.ForeignKey(App, on_delete=models.CASCADE, related_name="oidc_policies")
+    name = models.CharField(max_length=100, blank=True)
+    issuer = models.CharField(max_length=500, default=GITHUB_ACTIONS_ISSUER)
+    repository = models.CharField(max_length=255)  # owner/name (GitHub), group/project (GitLab)
+    ref = models.CharField(max_length=255, blank=True)  # "refs/tags/v*", or a branch glob "main"; "" = any
+    environment = models.CharField(max_length=255, blank=True)  # a glob; "" = any (or none)
+    workflow = models.CharField(max_length=255, blank=True)  # a glob on the file or name; "" = any
+    stages = models.JSONField(default=list, blank=True)  # stages the token may change; empty = all
+    role = models.CharField(max_length=16, default="deployer")  # viewer or deployer
+    enabled = models.BooleanField(default=True)
+    created_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["app", "id"]
+        verbose_name = "OIDC trust policy"
+        verbose_name_plural = "OIDC trust policies"
+
+    def __str__(self) -> str:
+        return f"{self.app.slug}: {self.repository}" + (f"@{self.ref}" if self.ref else "")
+
+
+class GitHostConnection(models.Model):
+    """Where an app's deployments are reported back: its repository's GitHub or GitLab, with a
+    credential. GitHub: a token (fine-grained: Deployments and Commit statuses read and write), or
+    a GitHub App installation (``github_app_id`` and ``installation_id``, ``credential`` is then
+    the App's private key). GitLab: a project or personal access token with the ``api`` scope."""
+
+    app = models.OneToOneField(App, on_delete=models.CASCADE, related_name="git_host")
+    provider = models.CharField(max_length=16, choices=GitHostProvider.choices)
+    # "" = derived from the app's repo_url: https://api.github.com, https://<host>/api/v3 (GitHub
+    # Enterprise), https://<host>/api/v4 (GitLab).
+    api_url = models.CharField(max_length=500, blank=True)
+    repository = models.CharField(max_length=255, blank=True)  # "" = the path of the app's repo_url
+    credential = EncryptedTextField()
+    github_app_id = models.CharField(max_length=32, blank=True)
+    installation_id = models.CharField(max_length=32, blank=True)
+    enabled = models.BooleanField(default=True)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"{self.app.slug} → {self.provider}"
+
+
+class GitHostPost(models.Model):
+    """One report to the git host about a deployment (an outbox row, delivered in order per
+    deployment by a task with retries): the deployment's state, or one region's commit status.
+    ``key`` makes each transition one row however often the engine reports it."""
+
+    deployment = models.ForeignKey(Deployment, on_delete=models.CASCADE, related_name="git_host_posts")
+    region = models.ForeignKey(
+        "regions.Region", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    key = models.CharField(max_length=100)  # "deployment:queued", "region:us-east-1:final", ...
+    state = models.CharField(max_length=20)  # queued, in_progress, succeeded, failed, ... (ours)
+    description = models.CharField(max_length=140, blank=True)
+    status = models.CharField(
+        max_length=16, choices=GitHostPostStatus.choices, default=GitHostPostStatus.PENDING, db_index=True
+    )
+    attempts = models.PositiveSmallIntegerField(default=0)
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["deployment", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["deployment", "key"], name="one_git_host_post_per_key")
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.key} of deployment {self.deployment_id} ({self.status})"
+
+
+class GitHostPostAttempt(models.Model):
+    """One try at a git host post: what the host answered, or why it failed."""
+
+    post = models.ForeignKey(GitHostPost, on_delete=models.CASCADE, related_name="attempt_log")
+    number = models.PositiveSmallIntegerField()
+    status = models.CharField(max_length=16, choices=GitHostPostStatus.choices)  # the row's after
+    response_code = models.PositiveSmallIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    duration_ms = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["post", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["post", "number"], name="one_git_host_attempt_per_number")
+        ]
+
+
+class GitHostDeployment(models.Model):
+    """The git host's own deployment object for one of ours (GitHub deployment id, GitLab
+    deployment id), made by the first post."""
+
+    deployment = models.OneToOneField(
+        Deployment, on_delete=models.CASCADE, related_name="git_host_deployment"
+    )
+    provider = models.CharField(max_length=16, choices=GitHostProvider.choices)
+    external_id = models.CharField(max_length=64)
+    created_at = models.DateTimeField(default=timezone.now)

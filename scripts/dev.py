@@ -66,7 +66,9 @@ def fail(message: str, code: int = 1) -> None:
 
 
 def _wanted_stamp() -> str:
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(
+        b"".join((ROOT / name).read_bytes() for name in ("pyproject.toml", "cli/pyproject.toml"))
+    ).hexdigest()
     return f"{EXTRAS} {digest}\n"
 
 
@@ -87,7 +89,8 @@ def install() -> None:
     pip = [str(PY), "-m", "pip", "--disable-pip-version-check"]
     if os.environ.get("CI") != "true":
         pip.append("-q")
-    result = subprocess.run([*pip, "install", "-e", f".[{EXTRAS}]"], cwd=ROOT)
+    # The CLI (cli/, a distribution of its own) too: the test suite runs it.
+    result = subprocess.run([*pip, "install", "-e", f".[{EXTRAS}]", "-e", "./cli"], cwd=ROOT)
     if result.returncode != 0:
         fail("pip install failed (see above)")
     STAMP.write_text(_wanted_stamp())

@@ -11,6 +11,11 @@ from deployments.models import (
     Deployment,
     DeploymentEvent,
     EnvVar,
+    GitHostConnection,
+    GitHostDeployment,
+    GitHostPost,
+    GitHostPostAttempt,
+    OidcTrustPolicy,
     RegionDeployment,
     Release,
     WebhookDelivery,
@@ -33,6 +38,7 @@ GIT_CREDENTIAL = "git-credential-91ab"
 CHANNEL_TARGET = "https://hooks.slack.com/services/T000/B000/slack-secret-path"
 SIGNING_SECRET = "signing-secret-55d0"
 SNAPSHOT_SECRET = "snapshot-secret-e2f4"
+GIT_HOST_TOKEN = "git-host-token-3d9a"
 PLAIN_VALUE = "plain-value-visible"
 APPS = ("controlplane", "regions", "deployments")
 
@@ -80,6 +86,11 @@ def world(db):
     )
     NotificationAttempt.objects.create(notification=notification, number=1, status="sent", response_code=200)
     WebhookDelivery.objects.create(provider="github", delivery_id="d-1", app=app, outcome="ignored")
+    OidcTrustPolicy.objects.create(app=app, repository="acme/shop", ref="main")
+    GitHostConnection.objects.create(app=app, provider="github", credential=GIT_HOST_TOKEN)
+    post = GitHostPost.objects.create(deployment=deployment, key="deployment:queued", state="queued")
+    GitHostPostAttempt.objects.create(post=post, number=1, status="sent", response_code=201)
+    GitHostDeployment.objects.create(deployment=deployment, provider="github", external_id="7")
     AuditEntry.objects.create(team=team, actor="user:member", action="app.create", object_type="app")
     return {
         "app": app,
@@ -93,6 +104,7 @@ def world(db):
             "slack-secret-path",
             SIGNING_SECRET,
             SNAPSHOT_SECRET,
+            GIT_HOST_TOKEN,
             app.webhook_secret,
             token.token_hash,
             token.raw,

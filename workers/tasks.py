@@ -114,3 +114,23 @@ def deliver_notification(self, notification_id: int) -> str:
 def requeue_notifications() -> int:
     """Enqueue again deliveries whose task was lost (broker down at enqueue, a dead worker)."""
     return notify.requeue_stale_notifications()
+
+
+# --- Reporting to the git host ----------------------------------------------------------------
+
+
+@shared_task(
+    name="workers.post_git_host_updates", bind=True, acks_late=True, max_retries=None, ignore_result=True
+)
+def post_git_host_updates(self, deployment_id: int) -> None:
+    """Post a deployment's pending GitHub/GitLab statuses in order; retried with backoff while the
+    host fails transiently (each row counts its attempts, so retries stay bounded)."""
+    retry_in = git_host.post_pending(deployment_id)
+    if retry_in is not None:
+        raise self.retry(countdown=retry_in)
+
+
+@shared_task(name="workers.requeue_git_host_posts", acks_late=True)
+def requeue_git_host_posts() -> int:
+    """Enqueue again git host posts whose task was lost (beat runs it every minute)."""
+    return git_host.requeue_stale()

@@ -22,6 +22,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from .. import scm_status
 from ..alerts import notify_deployment
 from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentKind, DeploymentStatus, EventLevel, RegionStatus
 from ..events import log_event
@@ -134,19 +135,26 @@ def requeue(pk: int) -> bool:
     return bool(move_regions(Q(pk=pk, deployment__cancel_requested=False), frm=[R.RUNNING], to=R.QUEUED))
 
 
+def _region_ended(pk: int, moved: int) -> bool:
+    if moved:
+        scm_status.region_finished(pk)  # the git host hears of the region's end (outbox row)
+    return bool(moved)
+
+
 def finish_region(pk: int, status: str, **fields) -> bool:
     """A running region ends with ``status``."""
-    return bool(move_regions(Q(pk=pk), frm=[R.RUNNING], to=status, **fields))
+    return _region_ended(pk, move_regions(Q(pk=pk), frm=[R.RUNNING], to=status, **fields))
 
 
 def fail_region(pk: int, *, frm: Iterable[str], error: str, error_code: str) -> bool:
     """A region fails from outside its run (retries exhausted, the reaper's time limit)."""
-    return bool(move_regions(Q(pk=pk), frm=frm, to=R.FAILED, error=error[:2000], error_code=error_code[:100]))
+    moved = move_regions(Q(pk=pk), frm=frm, to=R.FAILED, error=error[:2000], error_code=error_code[:100])
+    return _region_ended(pk, moved)
 
 
 def roll_back_succeeded(pk: int) -> bool:
     """A region that succeeded was moved back by the failure policy (its end time stays)."""
-    return bool(move_regions(Q(pk=pk), frm=[R.SUCCEEDED], to=R.ROLLED_BACK))
+    return _region_ended(pk, move_regions(Q(pk=pk), frm=[R.SUCCEEDED], to=R.ROLLED_BACK))
 
 
 def beat(pks: list[int], at: datetime | None = None) -> int:
@@ -164,7 +172,10 @@ def start_deployment(pk: int, *, unbuilt: bool = False) -> bool:
     """A queued deployment is running: its first region or its build started (``unbuilt``: only
     when no one started it yet, the build's claim)."""
     where = Q(started_at__isnull=True) if unbuilt else None
-    return bool(move_deployment(pk, frm=[D.QUEUED], to=D.RUNNING, where=where))
+    started = bool(move_deployment(pk, frm=[D.QUEUED], to=D.RUNNING, where=where))
+    if started:
+        scm_status.deployment_changed(pk, "in_progress")  # git host hook: started
+    return started
 
 
 def supersede_queued(pk: int) -> bool:
@@ -227,4 +238,5 @@ def finish_if_done(*, deployment_id: int) -> str | None:
         event = ""
     if event:
         notify_deployment(deployment_id, event)
+    scm_status.deployment_changed(deployment_id, "finished")  # git host hook: terminal
     return status

@@ -20,6 +20,7 @@ from django.utils import timezone
 from controlplane import audit
 from controlplane.errors import Conflict, DomainError
 
+from .. import scm_status
 from ..choices import (
     ACTIVE_DEPLOYMENT_STATUSES,
     DeploymentKind,
@@ -231,6 +232,7 @@ def create_deployment(
         f"for {len(placements)} region(s): {', '.join(p.region.code for p in placements)}.",
     )
     _supersede_older(deployment)
+    scm_status.deployment_changed(deployment.pk, "queued")  # git host hook: created
     if kind == DeploymentKind.ROLLBACK and deployment.release_id:
         # Nothing to build and one wave: one task moves every region's alias at once.
         dispatch.rollback(deployment.pk)
