@@ -11,6 +11,7 @@ from celery import shared_task
 from django.conf import settings
 
 from controlplane import notify
+from deployments import git_host
 from deployments.engine import driver, reaper, rollback
 from deployments.engine.context import RetryLater
 from regions import health, incidents

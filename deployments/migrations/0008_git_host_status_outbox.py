@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0006_oidc_trust_policy'),
+        ('deployments', '0007_oidc_trust_policy'),
         ('regions', '0002_stageplacement_fillfactor'),
     ]
 

@@ -8,7 +8,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0005_region_resume_at'),
+        ('deployments', '0006_app_build_network'),
     ]
 
     operations = [
