@@ -42,7 +42,8 @@ class Park(Exception):
         self.until = until
         self.step = step
         self.message = message or (
-            f"Canary baking until {until:%H:%M:%S} UTC; the region is held meanwhile, and no worker waits for it."
+            f"Canary baking until {until:%H:%M:%S} UTC; the region is held meanwhile, "
+            "and no worker waits for it."
         )
 
 

@@ -77,6 +77,10 @@ class Rules:
     route53_pending: bool = True
     route53_pending_s: float = 2.0
     apigw_limits: bool = True
+    # What the account's quotas read as (AWS's defaults for an established account): Lambda's
+    # GetAccountSettings and Service Quotas' GetServiceQuota for them, which moto lacks.
+    lambda_concurrency: int = 1000
+    acm_certificate_quota: int = 2500
     apigw_intervals_s: dict = dataclasses.field(
         default_factory=lambda: {
             "CreateRestApi": 3.0,
@@ -225,6 +229,11 @@ class StrictAws:
         operation = call.operation
         with self._lock:
             self.calls[f"{call.service}:{operation}"] += 1
+        answer = self._answer(call)
+        if answer is not None:
+            status, headers, payload = answer
+            start_response(status, [*headers, ("Content-Length", str(len(payload)))])
+            return [payload]
         refusal = self._before(call, operation)
         if refusal is not None:
             rule, status, headers, payload = refusal
@@ -267,6 +276,37 @@ class StrictAws:
         return [payload]
 
     # --- before: refusals ------------------------------------------------------------------
+
+    def _answer(self, call: Call):
+        """Answers moto lacks (the account's quotas)."""
+        r = self.rules
+        if call.service == "lambda" and call.path.rstrip("/") == "/2016-08-19/account-settings":
+            body = {
+                "AccountLimit": {
+                    "ConcurrentExecutions": r.lambda_concurrency,
+                    "UnreservedConcurrentExecutions": r.lambda_concurrency,
+                    "CodeSizeUnzipped": 262144000, "CodeSizeZipped": 52428800, "TotalCodeSize": 80530636800,
+                },
+                "AccountUsage": {"FunctionCount": 0, "TotalCodeSize": 0},
+            }  # fmt: skip
+            return "200 OK", [("Content-Type", "application/json")], json.dumps(body).encode()
+        if call.service == "servicequotas" and b"QuotaCode" in call.body:
+            asked = json.loads(call.body)
+            values = {
+                ("acm", "L-F141DD1D"): r.acm_certificate_quota,
+                ("lambda", "L-B99A9384"): r.lambda_concurrency,
+            }
+            value = values.get((asked.get("ServiceCode"), asked.get("QuotaCode")))
+            if value is None:
+                return None
+            quota = {"ServiceCode": asked["ServiceCode"], "QuotaCode": asked["QuotaCode"],
+                     "Value": float(value), "Adjustable": True, "GlobalQuota": False}  # fmt: skip
+            return (
+                "200 OK",
+                [("Content-Type", "application/x-amz-json-1.1")],
+                json.dumps({"Quota": quota}).encode(),
+            )
+        return None
 
     def _before(self, call: Call, operation: str):
         r = self.rules
