@@ -111,9 +111,6 @@ def worker_process(django_db_setup, django_db_blocker, aws_proxy, region_endpoin
             "DEPLOY_VERIFY_INTERVAL": "0.2",
             "AWS_MAX_ATTEMPTS": "3",
             "REGION_HEARTBEAT_TIMEOUT": "3",
-            # The strict emulator's delays are short in tests (Rules.fast): so are the polls.
-            "ACM_POLL_MIN": "0.2",
-            "ACM_POLL_MAX": "1",
         },
         concurrency=16,
     ).start()
