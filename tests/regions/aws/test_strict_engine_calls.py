@@ -51,9 +51,10 @@ def _create(role: str, propagation_s: float):
 
 
 def test_a_new_role_is_waited_for_then_the_function_is_made(aws, strict):
-    strict.rules.iam_propagation_s = 0.8
+    strict.rules.iam_propagation_s = 2.0  # (longer than making a client takes on a busy machine)
     _bucket(aws)
-    created = _create(_role(aws), propagation_s=10)
+    lambda_.get_function(REGION, "fn")  # the client is made before the role
+    created = _create(_role(aws), propagation_s=20)
     assert created.state == "Pending"
     assert strict.stats()["refused"]["iam_propagation"] >= 1
 
