@@ -7,7 +7,10 @@ as moto allows.
 
 Prints one JSON line, ``{"moto": URL, "proxy": URL, "stats": URL}`` ("proxy" is the URL with
 the latency), then serves until stdin closes. The added latency is the first argument, in
-milliseconds; ``GET <stats>`` answers how many AWS calls the latency URL served.
+milliseconds; ``GET <stats>`` answers how many AWS calls the latency URL served. A second
+argument ``strict`` puts the strict mode (tests/support/strict_aws.py, default delays) behind
+the latency URL: ``GET <proxy>/_strict/stats`` then answers the calls per operation and the
+refusals per rule.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from moto.moto_server.threaded_moto_server import MotoRequestHandler  # noqa: E402
 from moto.server import DomainDispatcherApplication, create_backend_app  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
+
+from tests.support.strict_aws import StrictAws  # noqa: E402
 
 
 class Delayed:
@@ -53,7 +58,8 @@ def main() -> None:
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     delay_ms = float(sys.argv[1]) if len(sys.argv) > 1 else 50.0
     moto = DomainDispatcherApplication(create_backend_app)
-    delayed = Delayed(moto, delay_ms / 1000)
+    strict = len(sys.argv) > 2 and sys.argv[2] == "strict"
+    delayed = Delayed(StrictAws(moto) if strict else moto, delay_ms / 1000)
 
     class Stats(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming

@@ -54,9 +54,10 @@ from tests.support.regionservers import RegionEndpoints  # noqa: E402
 class RemoteAws:
     """bench/aws_emulator.py in a subprocess: fake AWS with latency, off the benchmark's CPU."""
 
-    def __init__(self, delay_ms: float) -> None:
+    def __init__(self, delay_ms: float, *, strict: bool = False) -> None:
+        mode = ["strict"] if strict else []
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "aws_emulator.py"), str(delay_ms)],
+            [sys.executable, str(ROOT / "bench" / "aws_emulator.py"), str(delay_ms), *mode],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         urls = json.loads(self.proc.stdout.readline())
@@ -65,6 +66,10 @@ class RemoteAws:
     @property
     def requests(self) -> int:
         return httpx.get(self._stats, timeout=10).json()["requests"]
+
+    def strict_stats(self) -> dict:
+        """Calls per "service:Operation" and refusals per rule (strict mode only)."""
+        return httpx.get(f"{self.url}/_strict/stats", timeout=10).json()
 
     def stop(self) -> None:
         self.proc.stdin.close()
@@ -84,13 +89,14 @@ def handler_zip() -> bytes:
 class Stack:
     """Everything a benchmark deploys through; use as a context manager."""
 
-    def __init__(self, *, delay_ms: float = 50, concurrency: int = 16) -> None:
+    def __init__(self, *, delay_ms: float = 50, concurrency: int = 16, strict: bool = False) -> None:
         self.delay_ms = delay_ms
         self.concurrency = concurrency
+        self.strict = strict
 
     def __enter__(self) -> Stack:
         self._db = setup_databases(verbosity=0, interactive=False)
-        self.aws = RemoteAws(self.delay_ms)
+        self.aws = RemoteAws(self.delay_ms, strict=self.strict)
         self.proxy = self.aws
         self.endpoints = RegionEndpoints().start()
         os.environ["AWS_ENDPOINT_URL"] = self.proxy.url
@@ -115,7 +121,7 @@ class Stack:
         teardown_databases(self._db, verbosity=0)
 
     # --- objects ------------------------------------------------------------------------------
-    def app(self, slug: str, regions: list[str]):
+    def app(self, slug: str, regions: list[str], *, domain: str = "", zone: str = ""):
         from controlplane.models import Team
         from deployments.artifacts import store_artifact
         from deployments.models import App, Stage
@@ -126,7 +132,7 @@ class Stack:
         for code in regions:
             region, _ = Region.objects.get_or_create(code=code, defaults={"name": code})
             AppRegion.objects.create(app=app, region=region)
-        Stage.objects.create(app=app, name="production")
+        Stage.objects.create(app=app, name="production", domain=domain, hosted_zone_id=zone)
         artifact = store_artifact(app=app, fileobj=io.BytesIO(handler_zip()))
         return app, artifact
 

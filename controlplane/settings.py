@@ -286,6 +286,17 @@ DEPLOY_VERIFY = env.bool("DEPLOY_VERIFY", default=True)
 DEPLOY_VERIFY_ATTEMPTS = env.int("DEPLOY_VERIFY_ATTEMPTS", default=5)
 DEPLOY_VERIFY_INTERVAL = env.float("DEPLOY_VERIFY_INTERVAL", default=2.0)
 AWS_RETRY_LIMIT = env.int("AWS_RETRY_LIMIT", default=5)  # task-level retries after botocore's own
+# Route 53 allows 5 requests a second per account, all regions together: every worker takes a
+# token from one bucket (Redis, or a file in the data folder) before each request. 0: no limit.
+ROUTE53_REQUESTS_PER_SECOND = env.float("ROUTE53_REQUESTS_PER_SECOND", default=4.5)
+ROUTE53_BURST = env.float("ROUTE53_BURST", default=4.0)
+# A custom domain's certificate waits for ISSUED with the region parked: polled this often
+# (the first poll soon, then further apart), failing after ACM_VALIDATION_TIMEOUT seconds.
+ACM_POLL_MIN = env.float("ACM_POLL_MIN", default=2.0)
+ACM_POLL_MAX = env.float("ACM_POLL_MAX", default=30.0)
+ACM_VALIDATION_TIMEOUT = env.float("ACM_VALIDATION_TIMEOUT", default=4 * 3600.0)
+# How long a new execution role may take to become assumable by Lambda (IAM propagation).
+IAM_PROPAGATION_TIMEOUT = env.float("IAM_PROPAGATION_TIMEOUT", default=60.0)
 HEALTH_PROBE_INTERVAL = env.float("HEALTH_PROBE_INTERVAL", default=10.0)
 HEALTH_PROBE_TIMEOUT = env.float("HEALTH_PROBE_TIMEOUT", default=5.0)
 HEALTH_FAILURE_THRESHOLD = env.int("HEALTH_FAILURE_THRESHOLD", default=2)

@@ -290,8 +290,12 @@ class RegionDeployment(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
-    # A canary's bake: until then the region is parked (running, held by no worker thread).
+    # A canary's bake, or a certificate's validation: until then the region is parked (running,
+    # held by no worker thread).
     resume_at = models.DateTimeField(null=True, blank=True)
+    # The region's Route 53 latency record (target, target zone, health check), written with
+    # every other region's in one change batch once its wave is done.
+    dns_record = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["wave", "region__code"]

@@ -27,5 +27,9 @@ if os.environ.get("CONTROLPLANE_TEST_WORKER"):
 
 # A worker started for one test module may read a queue of its own (CONTROLPLANE_TEST_QUEUE).
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CONTROLPLANE_TEST_QUEUE") or f"controlplane-test-{RUN_ID}"
+# The strict AWS emulator's delays are short in tests (tests/support/strict_aws.py, Rules.fast):
+# so are the polls of a certificate waiting for validation.
+ACM_POLL_MIN = 0.1
+ACM_POLL_MAX = 0.5
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 EMAIL_BACKEND = "django.core.mail.backends.locmem.EmailBackend"

@@ -31,12 +31,20 @@ class RetryLater(Exception):
 
 
 class Park(Exception):
-    """A canary bakes until ``until``: the region stays running and held (no other deploy of the
-    app takes the region) but no worker thread waits for it; a task resumes it then."""
+    """The region waits until ``until`` (a canary bakes, a certificate waits for ISSUED): it stays
+    running and held (no other deploy of the app takes the region) but no worker thread waits
+    for it; a task resumes it then, and its steps run again (each reads AWS first). ``step`` is
+    the step that parked it (recorded, so the resumed run knows why it was parked), ``message``
+    what the log says."""
 
-    def __init__(self, until):
+    def __init__(self, until, *, step: str = "shift", message: str = ""):
         super().__init__(f"parked until {until.isoformat()}")
         self.until = until
+        self.step = step
+        self.message = message or (
+            f"Canary baking until {until:%H:%M:%S} UTC; the region is held meanwhile, "
+            "and no worker waits for it."
+        )
 
 
 class StepFailed(Exception):
@@ -91,6 +99,9 @@ class RegionRun:
         self._placement_id: int | None = getattr(self.rd, "placement_id", None)  # set by claim
         self.live: StagePlacement | None = None  # the stage's placement as this run recorded it
         self.move_started = 0.0
+        # The step that parked this region, when it is resumed from a park ("shift": a canary's
+        # bake, "api": a certificate's validation).
+        self.parked_for = self.rd.step if self.rd.resume_at is not None else ""
 
     def log(self, message: str, *, step: str = "", level: str = EventLevel.INFO, duration_ms=None) -> None:
         log_event(

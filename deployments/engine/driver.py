@@ -22,7 +22,7 @@ from .build import build_release
 from .claim import Heartbeat, claim
 from .context import Park, RegionRun
 from .run import execute, run_all
-from .steps import alias
+from .steps import alias, dns
 
 READY = "ready"  # step marker: the region was released to the workers (its wave started)
 
@@ -56,6 +56,8 @@ def run_region(region_deployment_id: int) -> str | None:
 def run_claimed(rd: RegionDeployment) -> str | None:
     """Run a region this worker has claimed, to its end (or until it must be retried, or parked)."""
     run = RegionRun(rd)
+    if run.parked_for == "api":
+        run.save(resume_at=None)  # its certificate's wait is over (a canary's bake has its own)
     heartbeat = Heartbeat(rd.pk)
     try:
         status = execute(run, lambda: run_all(run), on_retry=None)
@@ -63,11 +65,9 @@ def run_claimed(rd: RegionDeployment) -> str | None:
         heartbeat.stop()  # (before the heartbeat is set to the end of the bake)
         if states.beat([rd.pk], at=park.until):
             wait = max(0.0, (park.until - timezone.now()).total_seconds())
-            run.log(
-                f"Canary baking until {park.until:%H:%M:%S} UTC; the region is held meanwhile, "
-                "and no worker waits for it.",
-                step="shift",
-            )
+            if run.rd.step != park.step:
+                run.save(step=park.step)  # (why it is parked, for the resumed run)
+            run.log(park.message, step=park.step)
             dispatch.regions(rd.pk, countdown=wait)
         return None
     finally:
@@ -147,6 +147,7 @@ def advance(*, deployment_id: int) -> None:
                 r.status == RegionStatus.SUCCEEDED for r in rds
             ):
                 countdown = float(rollout.bake_s)
+    dns.publish(deployment)  # the wave's latency records, in one Route 53 change
     if to_start:
         if countdown:
             log_event(deployment_id=deployment_id, step="wave",

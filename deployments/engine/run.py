@@ -12,6 +12,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
+from django.utils import timezone
 
 from regions.aws.session import AwsError
 
@@ -43,14 +44,24 @@ def run_all(run: RegionRun) -> str:
     status = run_steps(run, steps[:gate])
     if status != RegionStatus.SUCCEEDED:
         return status
+    parked: Park | None = None
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"api-{run.code}") as pool:
         api = pool.submit(_run_side, run, side)
         try:
             status = run_steps(run, steps[gate:first])
         finally:
-            side_status = api.result()  # re-raises RetryLater or a crash of the API steps
+            try:
+                side_status = api.result()  # re-raises RetryLater or a crash of the API steps
+            except Park as park:  # (a certificate not issued yet)
+                side_status, parked = "", park
     if status != RegionStatus.SUCCEEDED:
+        if parked is not None:
+            run.save(resume_at=None)  # the region ends now: it is not parked after all
         return status
+    if parked is not None:
+        # Parked from now on (not before: until the function steps ended, this worker held it).
+        run.save(resume_at=max(parked.until, timezone.now()))
+        raise parked
     if side_status != RegionStatus.SUCCEEDED:
         return side_status
     return run_steps(run, steps[join:])
@@ -71,7 +82,7 @@ def run_steps(run: RegionRun, steps, *, record_step: bool = True) -> str:
         if not module.applies(run):
             continue
         if _cancelled(run, step if record_step else None):
-            if run.rd.resume_at is not None and not run.canary_done and run.rd.previous_version:
+            if run.parked_for == "shift" and not run.canary_done and run.rd.previous_version:
                 # Cancelled while its canary baked: the canary never keeps its share.
                 alias.move_back(run.rd, log=run.log)
             run.log(

@@ -47,3 +47,16 @@ class RegionUpdateSerializer(StrictSerializer):
 
 class RegionCreateSerializer(RegionUpdateSerializer):
     code = serializers.CharField(max_length=32, help_text="An AWS region code, like 'eu-west-1'.")
+
+
+class ReadinessCheckSerializer(serializers.Serializer):
+    name = serializers.CharField(help_text="What was checked, e.g. 'artifact bucket'.")
+    ok = serializers.BooleanField()
+    detail = serializers.CharField(help_text="What was found.")
+    fix = serializers.CharField(help_text="What to do when not ok ('' when ok).")
+
+
+class RegionReadinessSerializer(serializers.Serializer):
+    region = serializers.CharField()
+    ok = serializers.BooleanField(help_text="Every check passed.")
+    checks = ReadinessCheckSerializer(many=True)

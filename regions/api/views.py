@@ -4,15 +4,21 @@ from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import permissions, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from controlplane.access import principal_for
 from controlplane.api.common import errors, ordered_pagination
-from controlplane.errors import NotFound
-from regions import services
+from controlplane.errors import Forbidden, NotFound
+from regions import readiness, services
 from regions.models import Region
 
-from .serializers import RegionCreateSerializer, RegionSerializer, RegionUpdateSerializer
+from .serializers import (
+    RegionCreateSerializer,
+    RegionReadinessSerializer,
+    RegionSerializer,
+    RegionUpdateSerializer,
+)
 
 CODE_PARAM = OpenApiParameter(
     "code", str, OpenApiParameter.PATH, description="Region code, like 'us-east-1'."
@@ -92,3 +98,20 @@ class RegionViewSet(viewsets.GenericViewSet):
             principal=principal_for(request), region=region, data=serializer.validated_data, request=request
         )
         return Response(self.get_serializer(region).data)
+
+    @extend_schema(
+        summary="Check a region is ready for deploys",
+        description="Admins only. Credentials and the role to assume, the artifact bucket, the Lambda "
+        "execution role, access to the hosted zones of the stages deployed there, the ACM certificate "
+        "quota and the account's Lambda concurrency: a line per check, ok or what to fix. Calls AWS.",
+        parameters=[CODE_PARAM],
+        responses={200: RegionReadinessSerializer, **errors(401, 403, 404)},
+    )
+    @action(detail=True, methods=["get"], url_path="check")
+    def check(self, request, code=None):
+        if not principal_for(request).can_manage_regions():
+            raise Forbidden("Only team admins check the installation's regions.")
+        region = self._region(code)
+        checks = [c.as_dict() for c in readiness.check_region(region)]
+        body = {"region": region.code, "ok": all(c["ok"] for c in checks), "checks": checks}
+        return Response(RegionReadinessSerializer(body).data)

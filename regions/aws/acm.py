@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
+from datetime import datetime
 
 from .session import aws_errors, client
 
@@ -71,3 +73,33 @@ def validation_records(region: str, certificate_arn: str, *, role_arn: str = "")
             if entry not in records:
                 records.append(entry)
     return records
+
+
+@dataclass(frozen=True)
+class Certificate:
+    arn: str
+    status: str  # PENDING_VALIDATION, ISSUED, FAILED, VALIDATION_TIMED_OUT, ...
+    records: list[dict[str, str]]  # the validation CNAMEs ({"name", "type", "value"}), maybe empty
+    created_at: datetime | None
+    reason: str = ""  # why it failed, when it did
+
+
+@aws_errors
+def describe(region: str, certificate_arn: str, *, role_arn: str = "") -> Certificate:
+    """The certificate's status, validation records and creation time, from one call."""
+    acm = client("acm", region, role_arn=role_arn)
+    certificate = acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]
+    records = []
+    for option in certificate.get("DomainValidationOptions") or []:
+        record = option.get("ResourceRecord")
+        if record:
+            entry = {"name": record["Name"], "type": record["Type"], "value": record["Value"]}
+            if entry not in records:
+                records.append(entry)
+    return Certificate(
+        arn=certificate_arn,
+        status=certificate.get("Status", ""),
+        records=records,
+        created_at=certificate.get("CreatedAt"),
+        reason=certificate.get("FailureReason", ""),
+    )

@@ -126,14 +126,16 @@ def _lambda(region: str, role_arn: str):
 
 
 def _retry_while_updating(region: str, name: str, role_arn: str, call: Callable[[], T], timeout_s=300) -> T:
-    """``call()``; while Lambda answers "an update is in progress", wait for it to finish and retry."""
+    """``call()``; while Lambda answers that an update is in progress or that the function is
+    still Pending (ResourceConflictException), wait for it to settle and retry."""
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return call()
         except AWS_EXCEPTIONS as exc:
             error = translate(exc, region=region)
-            if error.code not in _CONFLICT or "in progress" not in error.message.lower():
+            busy = "in progress" in error.message.lower() or "state: pending" in error.message.lower()
+            if error.code not in _CONFLICT or not busy:
                 raise error from exc
             if time.monotonic() > deadline:
                 raise error from exc
@@ -169,12 +171,15 @@ def create_function(
 ) -> FunctionInfo:
     """Create function ``name`` from the zip at ``s3_bucket/s3_key`` (not published).
 
-    A freshly created execution role takes a few seconds to become assumable by Lambda; for up to
-    ``role_propagation_s`` the call is retried while Lambda says so. Raises AwsError otherwise
-    (``ResourceConflictException`` when the function already exists)."""
+    A freshly created execution role takes a few seconds to become assumable by Lambda (IAM is
+    eventually consistent); for up to ``role_propagation_s`` the call is retried while Lambda says
+    so, with growing pauses. If it never becomes assumable: AwsError ``RoleNotAssumable`` saying
+    what to check. Raises AwsError otherwise (``ResourceConflictException`` when the function
+    already exists)."""
     lam = _lambda(region, role_arn)
-    deadline = time.monotonic() + role_propagation_s
-    pause = min(2.0, max(0.05, role_propagation_s / 10))
+    started = time.monotonic()
+    deadline = started + role_propagation_s
+    pause = min(1.0, max(0.05, role_propagation_s / 40))
     with _secrets_redacted(env.values()):
         while True:
             try:
@@ -194,9 +199,23 @@ def create_function(
                 return _function_info(config)
             except lam.exceptions.InvalidParameterValueException as exc:
                 message = exc.response.get("Error", {}).get("Message", "")
-                if "cannot be assumed" not in message or time.monotonic() + pause > deadline:
+                if "cannot be assumed" not in message:
                     raise
+                if time.monotonic() + pause > deadline:
+                    if role_propagation_s <= 0:
+                        raise
+                    raise AwsError(
+                        "RoleNotAssumable",
+                        f"Lambda still cannot assume the execution role {role} after "
+                        f"{time.monotonic() - started:.0f} s ({message}). Check that the role exists, "
+                        "that its trust policy lets lambda.amazonaws.com call sts:AssumeRole, and that "
+                        "no permissions boundary or SCP denies it; then deploy again.",
+                        operation="CreateFunction",
+                        retryable=False,
+                        region=region,
+                    ) from exc
                 time.sleep(pause)
+                pause = min(5.0, pause * 2)
 
 
 @aws_errors

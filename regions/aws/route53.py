@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from botocore.exceptions import ClientError
+from django.conf import settings
 
+from . import ratelimit
 from .session import AwsError, aws_errors, client, register_cache
 
 ROUTE53_REGION = "us-east-1"
@@ -16,7 +18,19 @@ _check_ids: dict[tuple[str, str], str] = register_cache({})  # (role, caller ref
 
 
 def _r53(role_arn: str):
-    return client("route53", ROUTE53_REGION, role_arn=role_arn)
+    """The Route 53 client; every request it sends (retries included) first takes a token of the
+    account's bucket, shared by every worker (``ROUTE53_REQUESTS_PER_SECOND``; see ratelimit)."""
+    r53 = client("route53", ROUTE53_REGION, role_arn=role_arn)
+    if not getattr(r53, "_controlplane_limited", False):
+        bucket = f"route53:{role_arn or 'default'}"
+
+        def limit(**kwargs):
+            rate = float(getattr(settings, "ROUTE53_REQUESTS_PER_SECOND", 4.5))
+            ratelimit.acquire(bucket, rate=rate, burst=float(getattr(settings, "ROUTE53_BURST", 4)))
+
+        r53.meta.events.register("before-send.route53", limit)
+        r53._controlplane_limited = True
+    return r53
 
 
 def _zone(zone_id: str) -> str:
@@ -66,44 +80,50 @@ def ensure_health_check(
     caller_reference: str,
     search_string: str = "",
     role_arn: str = "",
+    known_id: str = "",
 ) -> str:
     """The id of the HTTPS health check (HTTPS_STR_MATCH with ``search_string``) of
     ``https://{fqdn}{path}`` known by ``caller_reference``: created once, then kept up to date.
 
-    ``region`` is the region of the endpoint, recorded in the check's Name tag. Route 53 cannot change
-    a check's type, nor reuse a caller reference, so a reference first used with a search string
-    must keep one (and the other way round): AwsError ``HealthCheckTypeChanged`` otherwise."""
+    Route 53 allows five requests a second for the whole account, so a check costs one request
+    where it can: ``known_id`` (the id recorded at the last deploy) is read and updated if
+    needed; without one the check is created at once (Route 53 answers a repeated
+    ``CallerReference`` with the same settings with the existing check), and only a refusal of
+    the reference leads to a search. ``region`` is the endpoint's region (in errors).
+    Route 53 cannot change a check's type, nor reuse a caller reference, so a reference first
+    used with a search string must keep one (and the other way round): AwsError
+    ``HealthCheckTypeChanged`` otherwise."""
     r53 = _r53(role_arn)
     wanted = _wanted_config(fqdn, path, search_string)
-    check = _find_health_check(r53, role_arn, caller_reference)
+    if known_id and (role_arn, caller_reference) not in _check_ids:
+        _check_ids[(role_arn, caller_reference)] = known_id
+    check = None
+    if (role_arn, caller_reference) in _check_ids:
+        check = _find_health_check(r53, role_arn, caller_reference)
     if check is None:
-        created = r53.create_health_check(CallerReference=caller_reference, HealthCheckConfig=wanted)
-        check = created["HealthCheck"]
-        r53.change_tags_for_resource(
-            ResourceType="healthcheck",
-            ResourceId=check["Id"],
-            AddTags=[
-                {"Key": "Name", "Value": f"{fqdn}{wanted['ResourcePath']} ({region})"[:255]},
-                {"Key": "controlplane:region", "Value": region},
-            ],
+        try:
+            created = r53.create_health_check(CallerReference=caller_reference, HealthCheckConfig=wanted)
+            check = created["HealthCheck"]
+        except r53.exceptions.HealthCheckAlreadyExists:
+            check = _find_health_check(r53, role_arn, caller_reference)
+            if check is None:
+                raise
+    have = check.get("HealthCheckConfig") or {}
+    if have.get("Type") != wanted["Type"]:
+        raise AwsError(
+            "HealthCheckTypeChanged",
+            f"health check {check['Id']} ({caller_reference}) is {have.get('Type')}, "
+            f"not {wanted['Type']}; use another caller reference",
+            operation="UpdateHealthCheck",
+            retryable=False,
+            region=region,
         )
-    else:
-        have = check.get("HealthCheckConfig") or {}
-        if have.get("Type") != wanted["Type"]:
-            raise AwsError(
-                "HealthCheckTypeChanged",
-                f"health check {check['Id']} ({caller_reference}) is {have.get('Type')}, "
-                f"not {wanted['Type']}; use another caller reference",
-                operation="UpdateHealthCheck",
-                retryable=False,
-                region=region,
-            )
-        changes = {key: wanted[key] for key in _UPDATABLE if key in wanted and have.get(key) != wanted[key]}
-        if changes:
-            version = check.get("HealthCheckVersion")
-            r53.update_health_check(
-                HealthCheckId=check["Id"], **({"HealthCheckVersion": version} if version else {}), **changes
-            )
+    changes = {key: wanted[key] for key in _UPDATABLE if key in wanted and have.get(key) != wanted[key]}
+    if changes:
+        version = check.get("HealthCheckVersion")
+        r53.update_health_check(
+            HealthCheckId=check["Id"], **({"HealthCheckVersion": version} if version else {}), **changes
+        )
     _check_ids[(role_arn, caller_reference)] = check["Id"]
     return check["Id"]
 
@@ -249,6 +269,38 @@ def upsert_latency_record(
         ChangeBatch={"Comment": f"controlplane: {set_identifier}", "Changes": changes},
     )
     return True
+
+
+@aws_errors
+def upsert_latency_records(*, zone_id: str, name: str, records: list[dict], role_arn: str = "") -> int:
+    """Every region's latency record of ``name`` in one change batch: ``records`` are dicts with
+    ``region``, ``set_identifier``, ``target``, ``target_zone_id`` and ``health_check_id`` (as
+    :func:`upsert_latency_record` takes them). The record sets of ``name`` are read once; only
+    those that differ are sent, in one ``ChangeResourceRecordSets``. Returns how many changed.
+    Route 53 applies a batch atomically and counts it as one request against the account's
+    five a second."""
+    r53 = _r53(role_arn)
+    existing = {r.get("SetIdentifier"): r for r in _record_sets(r53, zone_id, name)}
+    changes = []
+    for spec in records:
+        wanted = _wanted_record(name=name, **spec)
+        have = existing.get(spec["set_identifier"])
+        if have is not None and _latency_view(have) == _latency_view(wanted):
+            continue
+        if have is not None and have["Type"] != wanted["Type"]:
+            changes.append({"Action": "DELETE", "ResourceRecordSet": have})
+            changes.append({"Action": "CREATE", "ResourceRecordSet": wanted})
+        else:
+            changes.append({"Action": "UPSERT", "ResourceRecordSet": wanted})
+    if changes:
+        r53.change_resource_record_sets(
+            HostedZoneId=_zone(zone_id),
+            ChangeBatch={
+                "Comment": f"controlplane: {_fqdn(name)} in {len(records)} regions",
+                "Changes": changes,
+            },
+        )
+    return sum(1 for c in changes if c["Action"] != "DELETE")
 
 
 @aws_errors

@@ -63,6 +63,30 @@ def test_deploy_reaches_every_region_and_aws_matches_the_release(
     assert all(r["Region"] == r["SetIdentifier"] and r["HealthCheckId"] for r in latency)
     assert all(r["Name"].rstrip(".") == "shop.example.com" for r in latency)
 
+    # The custom domain was validated end to end under the strict emulator: one validation record
+    # in the zone served every region's certificate, each region waited (parked) for ISSUED, then
+    # made the domain and its mapping; the latency records alias the regional domains.
+    validation = [r for r in records if r["Type"] == "CNAME" and r["Name"].startswith("_")]
+    assert len(validation) == 1
+    for code in REGIONS:
+        acm = boto("acm", code, aws)
+        (cert,) = acm.list_certificates()["CertificateSummaryList"]
+        assert (
+            acm.describe_certificate(CertificateArn=cert["CertificateArn"])["Certificate"]["Status"]
+            == "ISSUED"
+        )
+        domain = boto("apigateway", code, aws).get_domain_name(domainName="shop.example.com")
+        record = next(r for r in latency if r["SetIdentifier"] == code)
+        assert record["AliasTarget"]["DNSName"].rstrip(".") == domain["regionalDomainName"]
+    assert deployment.events.filter(step="api", message__contains="pending validation").count() >= 3
+    assert deployment.events.filter(step="dns", region=None, message__contains="3 of 3 written in one change")
+    # Route 53, five requests a second for the whole account: 3 + one per region, never throttled.
+    route53_calls = sum(n for key, n in aws.strict.stats()["calls"].items() if key.startswith("route53:"))
+    assert (
+        route53_calls <= 3 + len(REGIONS) + 2
+    )  # (+2: this test's CreateHostedZone and ListResourceRecordSets)
+    assert "route53_rate" not in aws.strict.stats()["refused"]
+
     # The log shows every step per region, each with its duration, and never a secret value.
     events = list(deployment.events.select_related("region"))
     for code in REGIONS:

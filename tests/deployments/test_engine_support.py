@@ -8,6 +8,7 @@ delivered (or lost) and then checks the rows and AWS state it led to.
 from __future__ import annotations
 
 import io
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -71,6 +72,8 @@ class RecordingBroker:
                 elif message.task == "workers.rollback_regions":
                     run_rollback(message.args[0])
                 elif message.task == "workers.deploy_region":
+                    if early and message.countdown and message.countdown <= 1:
+                        time.sleep(message.countdown)  # a short park (a certificate's validation)
                     try:
                         run_region(message.args[0])
                     except RetryLater:

@@ -12,29 +12,31 @@ from pathlib import Path
 
 import httpx
 from django.conf import settings
-from moto.server import ThreadedMotoServer
+
+from .strict_aws import Rules, StrictAws, moto_app, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 class MotoServer:
-    """moto's server in a thread of the test process, on a free loopback port."""
+    """moto's server in a thread of the test process, on a free loopback port, behind the strict
+    mode (``self.strict``: its rules, on with short delays; see :mod:`.strict_aws`)."""
 
     def __init__(self) -> None:
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        self.strict = StrictAws(moto_app(), Rules.fast())
 
     def start(self) -> MotoServer:
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.url = f"http://{host}:{port}"
+        self._server, self.url = serve(self.strict)
         return self
 
     def reset(self) -> None:
-        """Forget every AWS resource (between tests)."""
+        """Forget every AWS resource (between tests); the strict rules are back to their test
+        defaults."""
         httpx.post(f"{self.url}/moto-api/reset", timeout=10).raise_for_status()
+        self.strict.rules = Rules.fast()
 
     def stop(self) -> None:
-        self._server.stop()
+        self._server.shutdown()
 
 
 class WorkerProcess:

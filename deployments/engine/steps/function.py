@@ -93,7 +93,7 @@ def _create(run: RegionRun, *, env: dict, bucket: str, key: str) -> lambda_.Func
         )  # fmt: skip
 
     if settings.AWS_LAMBDA_ROLE_ARN:
-        return create(settings.AWS_LAMBDA_ROLE_ARN, 40.0)
+        return create(settings.AWS_LAMBDA_ROLE_ARN, settings.IAM_PROPAGATION_TIMEOUT)
     known = iam.known_lambda_role(role_arn=run.role)
     if known:
         try:
@@ -102,4 +102,4 @@ def _create(run: RegionRun, *, env: dict, bucket: str, key: str) -> lambda_.Func
             if err.code != "InvalidParameterValueException" or "role" not in err.message.lower():
                 raise
             iam.forget_lambda_role(role_arn=run.role)
-    return create(iam.ensure_lambda_role(role_arn=run.role), 40.0)
+    return create(iam.ensure_lambda_role(role_arn=run.role), settings.IAM_PROPAGATION_TIMEOUT)

@@ -23,6 +23,7 @@ def fake_aws(settings, monkeypatch):
     (a moto server started by other tests in the run sets one in settings and the environment)."""
     settings.AWS_ENDPOINT_URL = ""
     settings.AWS_ENDPOINT_URLS = {}
+    settings.ROUTE53_REQUESTS_PER_SECOND = 0  # moto in-process has no account-wide limit
     for name in list(os.environ):
         if name.startswith("AWS_ENDPOINT_URL"):
             monkeypatch.delenv(name)

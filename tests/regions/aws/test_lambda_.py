@@ -90,8 +90,8 @@ def test_creating_waits_for_a_new_role_to_become_assumable(fake_aws, artifact):
 def test_a_role_that_never_becomes_assumable_fails_after_the_deadline(fake_aws, artifact):
     with pytest.raises(AwsError) as caught:
         create(f"arn:aws:iam::{ACCOUNT}:role/never", role_propagation_s=0.3)
-    assert caught.value.code == "InvalidParameterValueException"
-    assert "cannot be assumed" in caught.value.message
+    assert caught.value.code == "RoleNotAssumable"
+    assert "cannot be assumed" in caught.value.message and "trust policy" in caught.value.message
     assert caught.value.retryable is False
 
 

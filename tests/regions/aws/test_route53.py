@@ -46,10 +46,6 @@ def test_health_check_probes_the_endpoint_over_https(fake_aws):
         443,
     )
     assert config["SearchString"] == "ok"
-    tags = r53().list_tags_for_resource(ResourceType="healthcheck", ResourceId=check_id)["ResourceTagSet"][
-        "Tags"
-    ]
-    assert {"Key": "controlplane:region", "Value": "eu-west-1"} in tags
 
 
 def test_health_check_without_search_string_checks_status_only(fake_aws):
@@ -61,9 +57,36 @@ def test_health_check_without_search_string_checks_status_only(fake_aws):
 
 def test_same_caller_reference_gives_the_same_check(fake_aws):
     first = _check()
-    reset_clients()  # forget the per-process answer: the second call finds the check in Route 53
-    assert _check() == first
+    reset_clients()  # forget the per-process answer: the id the deploy recorded finds it
+    assert _check(known_id=first) == first
     assert [c["Id"] for c in _all_checks()] == [first]
+
+
+def test_a_recorded_check_costs_one_route53_request(fake_aws):
+    first = _check()
+    sent = []
+    client("route53", "us-east-1").meta.events.register("before-send.route53", lambda **kw: sent.append(1))
+    assert _check(known_id=first) == first
+    assert len(sent) == 1
+
+
+def test_latency_records_of_every_region_go_in_one_change_batch(zone):
+    regions = ["eu-west-1", "us-east-1", "ap-southeast-2"]
+    specs = [
+        dict(region=code, set_identifier=code, target=f"d-{code}.execute-api.{code}.amazonaws.com",
+             target_zone_id=API_ZONE, health_check_id=_check(caller_reference=code, region=code))
+        for code in regions
+    ]  # fmt: skip
+    sent = []
+    client("route53", "us-east-1").meta.events.register(
+        "before-send.route53.ChangeResourceRecordSets", lambda **kw: sent.append(1)
+    )
+    assert route53.upsert_latency_records(zone_id=zone, name="shop.example.com", records=specs) == 3
+    assert len(sent) == 1
+    records = route53.list_latency_records(zone, "shop.example.com")
+    assert sorted(r["set_identifier"] for r in records) == sorted(regions)
+    assert route53.upsert_latency_records(zone_id=zone, name="shop.example.com", records=specs) == 0
+    assert len(sent) == 1  # nothing differs: nothing sent
 
 
 def test_changed_path_updates_the_existing_check(fake_aws):
