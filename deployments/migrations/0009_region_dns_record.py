@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0005_region_resume_at'),
+        ('deployments', '0008_git_host_status_outbox'),
     ]
 
     operations = [
