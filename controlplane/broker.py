@@ -4,7 +4,7 @@ kombu's own ``_put`` creates the message file in the queue folder and then write
 ``_get`` takes any file it finds there without a lock: under load a consumer can take a file that
 is still empty and die on it (``JSONDecodeError``, an unrecoverable worker error). Here a message
 is written under a name no consumer looks at and renamed into place once complete, so a consumer
-only ever sees whole messages. Selected by ``CELERY_BROKER_TRANSPORT`` when ``REDIS_URL`` is unset.
+only ever sees whole messages. ``controlplane/celery.py`` makes it the transport of ``filesystem://`` URLs.
 """
 
 from __future__ import annotations

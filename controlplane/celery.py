@@ -3,6 +3,11 @@
 import os
 
 from celery import Celery
+from kombu.transport import TRANSPORT_ALIASES
+
+# filesystem:// (the embedded default's broker) is kombu's filesystem transport with each message
+# written atomically (see broker.py), in every process that loads the Celery app.
+TRANSPORT_ALIASES["filesystem"] = "controlplane.broker:Transport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 

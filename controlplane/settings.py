@@ -241,7 +241,6 @@ else:
     (DATA_DIR / "results").mkdir(exist_ok=True)
     # A hostname only keeps kombu from warning that none was given; the transport ignores it.
     CELERY_BROKER_URL = "filesystem://localhost/"
-    CELERY_BROKER_TRANSPORT = "controlplane.broker:Transport"  # kombu's, with atomic writes
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),

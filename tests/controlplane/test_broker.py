@@ -49,3 +49,10 @@ def test_a_consumer_polling_during_writes_gets_every_message_whole(tmp_path):
     done.set()
     assert not errors, errors
     assert sorted(received) == list(range(MESSAGES))
+
+
+def test_filesystem_urls_use_the_atomic_transport_in_every_process_of_the_app():
+    import controlplane.celery  # noqa: F401 - what every web, worker and beat process loads
+
+    with Connection("filesystem://localhost/") as conn:
+        assert isinstance(conn.transport, Transport)
