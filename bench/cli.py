@@ -152,7 +152,7 @@ def bench_deploy(stack, web, token, app, repeat: int) -> None:
 def bench_follow(web, token, app, lines: int) -> None:
     from deployments.choices import DeploymentStatus
     from deployments.models import Deployment
-    from deployments.services.events import log_event
+    from deployments.events import log_event
 
     stage = app.stages.get()
     d = Deployment.objects.create(app=app, stage=stage, status=DeploymentStatus.RUNNING, triggered_by="bench")

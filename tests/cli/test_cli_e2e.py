@@ -40,7 +40,7 @@ def reaper(settings):
     a task message lost on a busy machine delays a test instead of failing it."""
     from django.db import connection
 
-    from deployments.services.reaper import reap
+    from deployments.engine.reaper import reap
 
     settings.REQUEUE_AFTER = 10
     stop = threading.Event()

@@ -120,7 +120,7 @@ def probe_round(app, worker) -> dict:
 def finished(pk: int) -> Deployment:
     """The deployment once it ends; what the reaper does every minute (resend work whose message
     was lost) is done every two seconds meanwhile."""
-    from deployments.services.reaper import reap
+    from deployments.engine.reaper import reap
 
     def done():
         reap()
