@@ -151,8 +151,8 @@ def bench_deploy(stack, web, token, app, repeat: int) -> None:
 
 def bench_follow(web, token, app, lines: int) -> None:
     from deployments.choices import DeploymentStatus
-    from deployments.models import Deployment
     from deployments.events import log_event
+    from deployments.models import Deployment
 
     stage = app.stages.get()
     d = Deployment.objects.create(app=app, stage=stage, status=DeploymentStatus.RUNNING, triggered_by="bench")
