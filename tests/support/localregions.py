@@ -152,10 +152,27 @@ def publish_function(
         role = iam.create_role(RoleName="lambda-local", AssumeRolePolicyDocument=json.dumps({}))["Role"][
             "Arn"
         ]
-    lam.create_function(
-        FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=timeout,
-        Code={"S3Bucket": bucket, "S3Key": key}, Environment={"Variables": env or {}},
-    )  # fmt: skip
+
+    def create() -> bool:
+        # As on AWS (and the strict emulator): a new role is assumable only after it propagates.
+        try:
+            lam.create_function(
+                FunctionName=name, Runtime=runtime, Role=role, Handler=handler, Timeout=timeout,
+                Code={"S3Bucket": bucket, "S3Key": key}, Environment={"Variables": env or {}},
+            )  # fmt: skip
+        except lam.exceptions.InvalidParameterValueException as exc:
+            if "cannot be assumed" not in str(exc):
+                raise
+            return False
+        return True
+
+    wait_for(create, timeout=30, message=f"{name}'s role to be assumable by Lambda")
+    # A new function is Pending before it is Active; a publish before then is refused.
+    wait_for(
+        lambda: lam.get_function_configuration(FunctionName=name).get("State", "Active") == "Active",
+        timeout=30,
+        message=f"{name} to become Active",
+    )
     version = lam.publish_version(FunctionName=name)["Version"]
     lam.create_alias(FunctionName=name, Name=stage, FunctionVersion=version)
     account = boto("sts", region, aws).get_caller_identity()["Account"]
