@@ -256,6 +256,15 @@ def test_a_weighted_alias_splits_traffic_like_a_canary(moto_server, regions):
     key = f"artifacts/canary/{hashlib.sha256(v2).hexdigest()}.zip"  # content-addressed, as the engine's
     s3.put_object(Bucket=f"code-{REGION}", Key=key, Body=v2)
     lam.update_function_code(FunctionName="canary", S3Bucket=f"code-{REGION}", S3Key=key)
+    # An update is InProgress for a while; a publish during it is refused (as on AWS).
+    wait_for(
+        lambda: (
+            lam.get_function_configuration(FunctionName="canary").get("LastUpdateStatus", "Successful")
+            == "Successful"
+        ),
+        timeout=30,
+        message="the code update to finish",
+    )
     version = lam.publish_version(FunctionName="canary")["Version"]
     lam.update_alias(FunctionName="canary", Name="live", FunctionVersion="1",
                      RoutingConfig={"AdditionalVersionWeights": {version: 0.2}})  # fmt: skip
