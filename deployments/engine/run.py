@@ -10,7 +10,9 @@ import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -59,8 +61,11 @@ def run_all(run: RegionRun) -> str:
             run.save(resume_at=None)  # the region ends now: it is not parked after all
         return status
     if parked is not None:
-        # Parked from now on (not before: until the function steps ended, this worker held it).
-        run.save(resume_at=max(parked.until, timezone.now()))
+        # Parked from now on (not before: until the function steps ended, this worker held it),
+        # for at least ACM_POLL_MIN: a wait that ran out during those steps never turns into
+        # back-to-back resumes.
+        parked.until = max(parked.until, timezone.now() + timedelta(seconds=settings.ACM_POLL_MIN))
+        run.save(resume_at=parked.until)
         raise parked
     if side_status != RegionStatus.SUCCEEDED:
         return side_status
