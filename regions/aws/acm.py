@@ -59,13 +59,10 @@ def certificate_status(region: str, certificate_arn: str, *, role_arn: str = "")
     return acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]["Status"]
 
 
-@aws_errors
-def validation_records(region: str, certificate_arn: str, *, role_arn: str = "") -> list[dict[str, str]]:
-    """The DNS records (``{"name", "type", "value"}``) that prove control of the certificate's
-    domains; ACM fills them in a few seconds after the request, so this may be empty at first."""
-    acm = client("acm", region, role_arn=role_arn)
-    certificate = acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]
-    records = []
+def _validation_records(certificate: dict) -> list[dict[str, str]]:
+    """The distinct validation CNAMEs of a described certificate (one per name, whatever the
+    number of domains that share it)."""
+    records: list[dict[str, str]] = []
     for option in certificate.get("DomainValidationOptions") or []:
         record = option.get("ResourceRecord")
         if record:
@@ -73,6 +70,12 @@ def validation_records(region: str, certificate_arn: str, *, role_arn: str = "")
             if entry not in records:
                 records.append(entry)
     return records
+
+
+def validation_records(region: str, certificate_arn: str, *, role_arn: str = "") -> list[dict[str, str]]:
+    """The DNS records (``{"name", "type", "value"}``) that prove control of the certificate's
+    domains; ACM fills them in a few seconds after the request, so this may be empty at first."""
+    return describe(region, certificate_arn, role_arn=role_arn).records
 
 
 @dataclass(frozen=True)
@@ -89,13 +92,7 @@ def describe(region: str, certificate_arn: str, *, role_arn: str = "") -> Certif
     """The certificate's status, validation records and creation time, from one call."""
     acm = client("acm", region, role_arn=role_arn)
     certificate = acm.describe_certificate(CertificateArn=certificate_arn)["Certificate"]
-    records = []
-    for option in certificate.get("DomainValidationOptions") or []:
-        record = option.get("ResourceRecord")
-        if record:
-            entry = {"name": record["Name"], "type": record["Type"], "value": record["Value"]}
-            if entry not in records:
-                records.append(entry)
+    records = _validation_records(certificate)
     return Certificate(
         arn=certificate_arn,
         status=certificate.get("Status", ""),
