@@ -83,8 +83,6 @@ def channel_list(request: HttpRequest) -> HttpResponse:
                     target=form.cleaned_data["target"].strip(), name=form.cleaned_data["name"],
                     events=form.cleaned_data["events"] or None, apps=apps, request=request,
                 )  # fmt: skip
-            except Forbidden:
-                raise
             except DomainError as exc:
                 form_errors(form, exc)
             else:
@@ -146,8 +144,6 @@ def channel_toggle(request: HttpRequest, pk: int) -> HttpResponse:
         channel_services.update_channel(
             principal=principal, channel=channel, data={"enabled": enabled}, request=request
         )
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, "Changing the channel", exc)
     else:
@@ -210,8 +206,6 @@ def token_list(request: HttpRequest) -> HttpResponse:
                     stages=stages, expires_at=form.cleaned_data["expires_at"], created_by=request.user,
                     principal=principal, request=request,
                 )  # fmt: skip
-            except Forbidden:
-                raise
             except DomainError as exc:
                 form_errors(form, exc)
             else:

@@ -71,8 +71,6 @@ def app_create(request: HttpRequest) -> HttpResponse:
             app = app_services.create_app(
                 principal=principal, team=team, data=form.service_data(), request=request
             )
-        except Forbidden:
-            raise
         except DomainError as exc:
             form_errors(form, exc)
         except ValidationError as exc:
@@ -115,8 +113,6 @@ def stage_form(request: HttpRequest, app: str, stage: str | None = None) -> Http
                 saved = app_services.update_stage(
                     principal=principal, stage=target, data=data, request=request
                 )
-        except Forbidden:
-            raise
         except DomainError as exc:
             form_errors(form, exc)
         except ValidationError as exc:
@@ -151,8 +147,6 @@ def stage_unpin(request: HttpRequest, app: str, stage: str) -> HttpResponse:
             app_services.update_stage(
                 principal=principal, stage=target, data={"pinned": False}, request=request
             )
-        except Forbidden:
-            raise
         except DomainError as exc:
             refused(request, f"Unpinning {target.name}", exc)
         else:
@@ -197,8 +191,6 @@ def deploy(request: HttpRequest, app: str) -> HttpResponse:
             commit={"message": note} if note else None,
             force=form.cleaned_data["force"],
         )
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, "Deploy", exc)
         return redirect(_app_url(obj, query))
@@ -226,8 +218,6 @@ def promote_stage(request: HttpRequest, app: str) -> HttpResponse:
             app=obj, from_stage=source, to_stage=target, principal=principal,
             force=form.cleaned_data["force"], request=request,
         )  # fmt: skip
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, f"Promote of {source.name} to {target.name}", exc)
         return redirect(_app_url(obj, query))
@@ -246,8 +236,6 @@ def stage_rollback(request: HttpRequest, app: str, stage: str) -> HttpResponse:
     to = (request.POST.get("to") or "").strip() or None
     try:
         deployment = rollback(app=obj, stage=target, principal=principal, to=to, request=request)
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, f"Rollback of {target.name}", exc)
         return redirect(_app_url(obj, query))
@@ -267,8 +255,6 @@ def deployment_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     require(principal, Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)
     try:
         cancel_deployment(deployment=deployment, principal=principal)
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, "Cancel", exc)
     else:
@@ -290,8 +276,6 @@ def deployment_retry(request: HttpRequest, pk: int) -> HttpResponse:
             app=old.app, stage=old.stage, principal=principal, release=old.release,
             force=request.POST.get("force") == "on",
         )  # fmt: skip
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, "Retry", exc)
         return redirect("ui:deployment", pk=old.pk)
@@ -335,8 +319,6 @@ def env_create(request: HttpRequest, app: str) -> HttpResponse:
                 value=form.cleaned_data["value"], secret=form.cleaned_data["secret"],
                 stage=stage, region=region, request=request,
             )  # fmt: skip
-        except Forbidden:
-            raise
         except DomainError as exc:
             refused(request, "Adding the env var", exc)
         else:
@@ -387,8 +369,6 @@ def env_edit(request: HttpRequest, app: str, env_id: int) -> HttpResponse:
             changes["value"] = form.cleaned_data["value"]
         try:
             app_services.update_env_var(principal=principal, env_var=env_var, request=request, **changes)
-        except Forbidden:
-            raise
         except DomainError as exc:
             form_errors(form, exc)
         else:
@@ -410,8 +390,6 @@ def env_delete(request: HttpRequest, app: str, env_id: int) -> HttpResponse:
     key = env_var.key
     try:
         app_services.delete_env_var(principal=principal, env_var=env_var, request=request)
-    except Forbidden:
-        raise
     except DomainError as exc:
         refused(request, f"Deleting {key}", exc)
     else:

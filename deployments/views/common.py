@@ -89,12 +89,22 @@ def page(*methods: str):
     return decorate
 
 
+def _not_a_refusal(exc: DomainError) -> None:
+    """A missing role is not a refusal to show on the page: it goes on to the page's 403."""
+    if isinstance(exc, Forbidden):
+        raise exc
+
+
 def refused(request: HttpRequest, what: str, exc: DomainError) -> None:
+    """Show a service's refusal as a message (a Forbidden is raised on, to the 403 page)."""
+    _not_a_refusal(exc)
     messages.error(request, f"{what} refused: {exc.detail}")
 
 
 def form_errors(form, exc: DomainError) -> None:
-    """Show a service's refusal on the form: on the fields it names, else at the top."""
+    """Show a service's refusal on the form: on the fields it names, else at the top (a
+    Forbidden is raised on, to the 403 page)."""
+    _not_a_refusal(exc)
     placed = False
     for name, problems in (exc.fields or {}).items():
         if name in form.fields:
