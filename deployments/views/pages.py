@@ -171,13 +171,18 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
     placements = list(AppRegion.objects.filter(app=obj).select_related("region").order_by("region__code"))
     states = selectors.stage_states(stage.pk for stage in stages)
     # Where each stage answers in each region as the installation resolves it (the local regions
-    # on a dev stack), not only the endpoint the deploy recorded.
-    endpoints = {
-        (sp.stage_id, sp.placement.region.code): resolve_endpoint(sp)
-        for sp in StagePlacement.objects.filter(stage__in=stages)
-        .exclude(version="")
-        .select_related("stage__app__team", "placement__region")
-    }
+    # on a dev stack), from what is loaded already: the recorded endpoint on an in-memory placement.
+    by_region = {p.region.code: p for p in placements}
+    for stage in stages:
+        stage.app = obj
+
+    def endpoint(stage: Stage, region) -> str:
+        if not region.endpoint or region.region not in by_region:
+            return region.endpoint
+        return resolve_endpoint(
+            StagePlacement(stage=stage, placement=by_region[region.region], endpoint_url=region.endpoint)
+        )
+
     releases = _releases_by_stage(obj, stages)
     deployer_stages = [s.name for s in stages if principal.can(Role.DEPLOYER, app=obj, stage=s.name)]
     stage_rows = []
@@ -198,7 +203,7 @@ def app_detail(request: HttpRequest, app: str) -> HttpResponse:
                     "name": stage.name,
                     "version": region.version,
                     "health": region.health,
-                    "endpoint": safe_url(endpoints.get((stage.pk, region.region)) or region.endpoint),
+                    "endpoint": safe_url(endpoint(stage, region)),
                     "last_probe_at": probe_time(region.last_probe_at),
                 }
             )

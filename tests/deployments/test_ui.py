@@ -16,6 +16,7 @@ from deployments.choices import DeploymentKind, DeploymentStatus
 from deployments.events import log_event
 from deployments.models import Deployment, RegionDeployment, Stage
 from regions.aws import lambda_
+from regions.local.endpoints import region_url
 from regions.models import Incident, Probe, StagePlacement
 from tests.deployments.ui_support import SECRET, UI_REGIONS, html, ship
 from tests.factories import (
@@ -371,3 +372,26 @@ def test_the_app_list_costs_the_same_queries_for_one_app_or_many(
     with django_assert_num_queries(len(one.captured_queries)):
         page = html(browser.get("/"))
     assert "more2" in page
+
+
+def test_app_page_shows_each_region_where_this_installation_resolves_it(browser_for, team, app, settings):
+    """On a dev stack the endpoint resolver points at the local regions: the page shows the URL
+    that answers here (the one a newcomer can curl), not the recorded AWS one; an override wins."""
+    ship(app)
+    recorded = {
+        code: f"https://api{i}.execute-api.{code}.amazonaws.com/production"
+        for i, code in enumerate(UI_REGIONS)
+    }
+    for code, url in recorded.items():
+        StagePlacement.objects.filter(placement__app=app, placement__region__code=code).update(
+            endpoint_url=url
+        )
+    settings.ENDPOINT_RESOLVER = "regions.local.endpoints.local_endpoint"
+    settings.ENDPOINT_OVERRIDES = {f"shop/production/{UI_REGIONS[0]}": "http://127.0.0.1:9999/overridden"}
+
+    page = html(browser_for(team, Role.VIEWER).get("/apps/shop/"))
+
+    assert "http://127.0.0.1:9999/overridden" in page
+    for i, code in enumerate(UI_REGIONS[1:], start=1):
+        assert f"{region_url(code)}/api{i}/production" in page
+    assert not any(url in page for url in recorded.values())
