@@ -4,11 +4,13 @@ S3 bucket (``s3``); deploys copy them to each region's own bucket from :func:`ar
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import posixpath
 import re
 import stat
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -28,6 +30,14 @@ MB = 1024 * 1024
 # Lambda's limits for a function's code: the zip as uploaded, and everything in it unpacked.
 MAX_ZIPPED_BYTES = 50 * MB
 MAX_UNZIPPED_BYTES = 250 * MB
+# Lambda sets no limit on files or on how well they compress; these two keep a crafted zip from costing
+# the server memory (an object per entry) or CPU (inflating a bomb). A 250 MB node_modules holds some
+# tens of thousands of files; source, bundles and assets rarely compress beyond 20:1, deflate at most
+# about 1000:1 (long runs of one byte), so an entry inflating past RATIO_FLOOR at over MAX_RATIO is
+# taken for a bomb.
+MAX_ENTRIES = 50_000
+MAX_RATIO = 200
+RATIO_FLOOR = 1 * MB
 CHUNK = 1 * MB
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 
@@ -83,7 +93,9 @@ def store_artifact(
 
     The same bytes for the same app return the existing row (and store nothing twice); the
     returned instance's ``deduplicated`` attribute says which happened. Raises ArtifactTooLarge
-    (over 50 MB zipped or 250 MB unzipped), InvalidArtifact (not a zip, empty, encrypted),
+    (over 50 MB zipped, 250 MB really inflated, MAX_ENTRIES entries or MAX_RATIO for an entry),
+    InvalidArtifact (not a zip, empty, encrypted, a method other than deflate, an entry holding other
+    bytes than its header declares),
     UnsafeArtifact (absolute or ``..`` paths, symlinks pointing out), HandlerMissing (the handler's
     module is not in the zip) and ChecksumMismatch (``expected_sha256`` given and different).
     A new upload by a ``principal`` (the API's caller) is recorded in the audit log.
@@ -174,30 +186,10 @@ def _mb(n: int) -> str:
 
 def check_zip(path: Path, *, runtime: str, handler: str) -> int:
     """Check the zip at ``path`` against Lambda's rules and the app's handler; returns its unzipped
-    size (summed from the central directory, without unpacking). Raises as store_artifact does."""
-    try:
-        archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
-        raise InvalidArtifact("The file is not a zip archive.")
-    with archive:
-        infos = archive.infolist()
-        if not infos:
-            raise InvalidArtifact("The zip archive is empty.")
-        names: set[str] = set()
-        total = 0
-        for info in infos:
-            name = info.filename
-            _check_entry_path(name)
-            if info.flag_bits & 0x1:
-                raise InvalidArtifact(f"'{name}' is encrypted; Lambda cannot unpack encrypted entries.")
-            total += info.file_size
-            if _is_symlink(info):
-                _check_symlink(archive, info)
-            names.add(name.removeprefix("./"))
-        if total > MAX_UNZIPPED_BYTES:
-            raise ArtifactTooLarge(
-                f"The zip unpacks to {total / MB:.1f} MB, over Lambda's limit of {_mb(MAX_UNZIPPED_BYTES)}."
-            )
+    size, counted by inflating every entry as a stream (nothing is written, at most CHUNK is held):
+    the sizes a zip declares in its headers are not trusted. Raises as store_artifact does, and
+    ArtifactTooLarge for more than MAX_ENTRIES entries or an entry inflating beyond MAX_RATIO."""
+    names, total = inspect_zip(path)
     candidates = handler_module_files(runtime=runtime, handler=handler)
     if candidates and not names.intersection(candidates):
         raise HandlerMissing(
@@ -206,6 +198,142 @@ def check_zip(path: Path, *, runtime: str, handler: str) -> int:
             fields={"file": [f"No {' or '.join(candidates)} in the zip."]},
         )
     return total
+
+
+def inspect_zip(path: Path) -> tuple[set[str], int]:
+    """The entry names of the zip at ``path`` and the bytes they really inflate to, after checking
+    every entry (paths, symlinks, encryption, method, sizes, CRCs, the caps). Raises InvalidArtifact,
+    UnsafeArtifact or ArtifactTooLarge."""
+    _check_entry_count(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError):
+        raise InvalidArtifact("The file is not a zip archive.")
+    with archive:
+        infos = archive.infolist()
+        if not infos:
+            raise InvalidArtifact("The zip archive is empty.")
+        if len(infos) > MAX_ENTRIES:
+            raise _too_many_entries()
+        names: set[str] = set()
+        total = 0
+        for info in infos:
+            name = info.filename
+            _check_entry_path(name)
+            if info.flag_bits & 0x1:
+                raise InvalidArtifact(f"'{name}' is encrypted; Lambda cannot unpack encrypted entries.")
+            if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                raise InvalidArtifact(
+                    f"'{name[:200]}' is compressed with method {info.compress_type}; "
+                    "zip it with deflate (the default of every zip tool) or store it uncompressed."
+                )
+            if _is_symlink(info):
+                _check_symlink(archive, info)
+            total += _inflated_size(archive, info, budget=MAX_UNZIPPED_BYTES - total)
+            names.add(name.removeprefix("./"))
+    return names, total
+
+
+def _inflated_size(archive: zipfile.ZipFile, info: zipfile.ZipInfo, *, budget: int) -> int:
+    """The bytes ``info`` really inflates to, read in CHUNKs and never kept. Raises ArtifactTooLarge
+    as soon as the count passes ``budget`` (what is left of MAX_UNZIPPED_BYTES) or the ratio cap,
+    and InvalidArtifact when the entry holds other bytes than its header declares (size or CRC)."""
+    name = info.filename[:200]
+    limit = min(budget, max(RATIO_FLOOR, MAX_RATIO * info.compress_size))
+    # zipfile stops an entry at the size its header declares (and checks the CRC there): a copy
+    # declaring one byte past the limit, without a CRC, lets the count see what an unzipper would
+    # really produce; the CRC is checked here instead.
+    probe = copy.copy(info)
+    probe.file_size = limit + 1
+    del probe.CRC
+    size = 0
+    crc = 0
+    try:
+        with archive.open(probe) as stream:
+            while chunk := stream.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    break
+                crc = zlib.crc32(chunk, crc)
+    except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError) as err:
+        raise InvalidArtifact(f"The zip entry '{name}' is damaged ({err}).")
+    if size > budget:
+        raise ArtifactTooLarge(
+            f"The zip unpacks to more than Lambda's limit of {_mb(MAX_UNZIPPED_BYTES)} "
+            f"(counted while inflating; its headers declare {_declared_total(archive) / MB:.1f} MB).",
+            extra={"limit": "unzipped_bytes", "max": MAX_UNZIPPED_BYTES},
+        )
+    if size > limit:
+        raise ArtifactTooLarge(
+            f"The zip entry '{name}' inflates to over {MAX_RATIO} times its compressed size, the "
+            "limit for one entry: it looks like a zip bomb.",
+            extra={"limit": "compression_ratio", "max": MAX_RATIO},
+        )
+    if size != info.file_size or crc != info.CRC:
+        raise InvalidArtifact(
+            f"The zip entry '{name}' declares {info.file_size} bytes but holds {size}"
+            + (" with another checksum." if size == info.file_size else "."),
+            extra={"limit": "declared_sizes"},
+        )
+    return size
+
+
+def _declared_total(archive: zipfile.ZipFile) -> int:
+    return sum(info.file_size for info in archive.infolist())
+
+
+def _too_many_entries() -> ArtifactTooLarge:
+    return ArtifactTooLarge(
+        f"The zip holds more than {MAX_ENTRIES:,} entries, the limit for one artifact.",
+        extra={"limit": "entries", "max": MAX_ENTRIES},
+    )
+
+
+_EOCD = struct.Struct("<4s4H2LH")
+_ZIP64_LOCATOR_SIZE = 20
+_ZIP64_EOCD = struct.Struct("<4sQ2H2L4Q")
+_CENTRAL_ENTRY_SIZE = 46
+
+
+def _check_entry_count(path: Path) -> None:
+    """Raise ArtifactTooLarge when the zip's central directory holds more than MAX_ENTRIES entries,
+    walking it record by record before zipfile builds an object for each. Anything unreadable is
+    left to zipfile to refuse."""
+    with open(path, "rb") as fp:
+        end = fp.seek(0, os.SEEK_END)
+        tail_start = max(0, end - (_EOCD.size + 0xFFFF))
+        fp.seek(tail_start)
+        tail = fp.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _EOCD.size:
+            return
+        _sig, _disk, _cd_disk, _here, count, cd_size, _offset, _comment = _EOCD.unpack_from(tail, at)
+        cd_end = tail_start + at
+        if count == 0xFFFF or cd_size == 0xFFFFFFFF:
+            record_at = cd_end - _ZIP64_LOCATOR_SIZE - _ZIP64_EOCD.size
+            if record_at < 0:
+                return
+            fp.seek(record_at)
+            record = fp.read(_ZIP64_EOCD.size)
+            if len(record) < _ZIP64_EOCD.size or record[:4] != b"PK\x06\x06":
+                return
+            count, cd_size = _ZIP64_EOCD.unpack(record)[7:9]
+            cd_end = record_at
+        if count > MAX_ENTRIES:
+            raise _too_many_entries()
+        if cd_size > cd_end:
+            return
+        fp.seek(cd_end - cd_size)
+        seen = 0
+        while fp.tell() < cd_end:
+            header = fp.read(_CENTRAL_ENTRY_SIZE)
+            if len(header) < _CENTRAL_ENTRY_SIZE or header[:4] != b"PK\x01\x02":
+                return
+            name_len, extra_len, comment_len = struct.unpack_from("<3H", header, 28)
+            fp.seek(name_len + extra_len + comment_len, os.SEEK_CUR)
+            seen += 1
+            if seen > MAX_ENTRIES:
+                raise _too_many_entries()
 
 
 def handler_module_files(*, runtime: str, handler: str) -> list[str]:

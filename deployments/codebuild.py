@@ -157,11 +157,13 @@ def _zip_checkout(src: Path, destination: Path) -> None:
 
 def _unpack(archive: Path, destination: Path) -> Path:
     try:
+        # Counted by inflating, not from the headers: a build output that under-declares its sizes
+        # would otherwise be unpacked here beyond the limit.
+        artifacts.inspect_zip(archive)
+    except (artifacts.ArtifactTooLarge, artifacts.InvalidArtifact, artifacts.UnsafeArtifact) as err:
+        raise CodeBuildFailed(f"The CodeBuild build's output was refused: {err.detail}")
+    try:
         with zipfile.ZipFile(archive) as zf:
-            total = sum(info.file_size for info in zf.infolist())
-            if total > artifacts.MAX_UNZIPPED_BYTES:
-                limit = artifacts.MAX_UNZIPPED_BYTES // artifacts.MB
-                raise CodeBuildFailed(f"The build output is over Lambda's limit of {limit} MB unzipped")
             destination.mkdir()
             for info in zf.infolist():
                 # extract() drops absolute paths and ".." parts, and returns where the file went.
