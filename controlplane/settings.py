@@ -314,6 +314,9 @@ HEALTH_REMINDER_MINUTES = env.int("HEALTH_REMINDER_MINUTES", default=0)  # 0: no
 # Outgoing webhooks/Slack/probes may reach private or loopback addresses only when allowed.
 ALLOW_PRIVATE_URLS = env.bool("ALLOW_PRIVATE_URLS", default=False)
 ALLOW_HTTP_URLS = env.bool("ALLOW_HTTP_URLS", default=False)
+# An app's repo_url may be a file:// URL or a path on the workers' disk (a local mirror; the tests'
+# repositories) only when allowed: otherwise anyone who may set repo_url reads the server's disk.
+ALLOW_FILE_REPOS = env.bool("ALLOW_FILE_REPOS", default=False)
 # How a placement's endpoint is found for health probes; tests point it at local servers.
 ENDPOINT_RESOLVER = env.str("ENDPOINT_RESOLVER", default="regions.endpoints.aws_endpoint")
 # Base URLs that replace a placement's endpoint, read from the environment so a worker subprocess

@@ -41,7 +41,7 @@ from regions.aws.session import AwsError
 
 from . import artifacts, codebuild
 from .choices import ArtifactSource, EventLevel
-from .gitutil import CommandResult, Redactor, run_streaming
+from .gitutil import CommandResult, Redactor, repo_url_problem, run_streaming
 from .models import App, Artifact
 
 Emit = Callable[[str, str], None]
@@ -59,8 +59,6 @@ EXIT_HINTS = {
 }
 DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 CHECKOUT = "/build"  # where the checkout is, inside the sandbox
-# ext:: and fd:: run commands; only real network transports (and file:// for local mirrors) are allowed.
-GIT_PROTOCOLS = "https:http:ssh:git:file"
 DEFAULT_GIT_USERNAME = "x-access-token"  # GitHub's name for token auth; GitLab accepts any name
 ASKPASS_SCRIPT = """#!/bin/sh
 case "$1" in
@@ -68,6 +66,17 @@ case "$1" in
   *) printf '%s\\n' "$CONTROLPLANE_GIT_PASSWORD" ;;
 esac
 """
+
+
+def git_protocols() -> str:
+    """The transports git may use (GIT_ALLOW_PROTOCOL, also for submodules): never ext:: or fd::,
+    which run commands; http and file only where repo_url may name them."""
+    allowed = ["https", "ssh"]
+    if settings.ALLOW_HTTP_URLS:
+        allowed.append("http")
+    if settings.ALLOW_FILE_REPOS:
+        allowed.append("file")
+    return ":".join(allowed)
 
 
 def build_recipe(app: App) -> str:
@@ -125,6 +134,11 @@ def build_artifact(*, app: App, sha: str, emit: Emit) -> Artifact:
         raise BuildFailed(f"'{sha[:80]}' is not a git commit sha.")
     if not app.repo_url:
         raise BuildFailed("The app has no repo_url to build from.")
+    problem = repo_url_problem(app.repo_url)
+    if problem:
+        # Saving refuses such a URL; one stored before that rule (or written past the services) is
+        # refused here, before git ever sees it.
+        raise BuildFailed(f"The app's repo_url is refused: {problem}")
     if settings.BUILD_BACKEND not in ("sandbox", "codebuild"):
         raise BuildFailed(
             f"BUILD_BACKEND is '{settings.BUILD_BACKEND}': it must be 'sandbox' or 'codebuild'."
@@ -181,7 +195,7 @@ class _Build:
             "LANG": "C.UTF-8",
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_ALLOW_PROTOCOL": GIT_PROTOCOLS,
+            "GIT_ALLOW_PROTOCOL": git_protocols(),
         }
         ssh = [
             "ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",

@@ -3,6 +3,7 @@ command with its output streamed line by line, secrets redacted and a hard deadl
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import queue
 import re
@@ -15,11 +16,22 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from django.conf import settings
+
+from controlplane import urlsafety
+
 # ``user@host:owner/repo.git`` (scp-like ssh syntax: a colon before the first slash, no scheme).
 _SCP_LIKE = re.compile(r"^(?:[^@/]+@)?(?P<host>[^:/]+):(?P<path>(?!//).+)$")
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]+@")
 MAX_LINE = 4000  # longer lines are cut when streamed (a minified bundle printed by a build)
 MAX_URL = 2048  # no git host serves a repository under a longer URL; App.repo_url holds 500
+# What an app's repo_url may be: ``user@host:path`` (scp-like ssh) needs the user, and a host that
+# cannot be read as an option or a path.
+_SCP_REPO = re.compile(
+    r"^(?P<user>[A-Za-z0-9._~+-]+)@(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*)|\[[0-9A-Fa-f:.]+\]):(?P<path>[^:]+)$"
+)
+_HOST_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$")
+REPO_URL_HELP = "Use https://host/owner/repo.git, ssh://git@host/owner/repo.git or git@host:owner/repo.git."
 
 
 def normalize_repo_url(url: str) -> str:
@@ -47,6 +59,76 @@ def normalize_repo_url(url: str) -> str:
         path = path[: -len(".git")]
     path = "/" + path.strip("/")
     return f"{host}{path}".lower()
+
+
+def repo_url_problem(url: str) -> str | None:
+    """Why builds may not fetch ``url`` (an app's repo_url), or None when they may ("" too: no repo).
+
+    Only ``https://``, ``ssh://`` and scp-like ``user@host:path`` name a repository: git reads
+    ``ext::<command>`` (and other ``<helper>::`` forms) as a command to run, anything starting
+    with ``-`` as an option, and ``file://`` or a path as a folder of the worker's own disk.
+    ``http://`` carries credentials in clear: allowed only with ALLOW_HTTP_URLS, as for outgoing
+    URLs; ``file://`` and absolute paths only with ALLOW_FILE_REPOS (local mirrors, tests). The host
+    must not be a private, loopback or metadata address (controlplane.urlsafety; a name that does
+    not resolve yet is accepted, as for webhook URLs)."""
+    if not url:
+        return None
+    if len(url) > 500:
+        return "The URL is longer than 500 characters."
+    if url.startswith("-"):
+        return "The URL starts with '-', which git would read as an option."
+    helper_syntax = re.match(r"[A-Za-z0-9+.-]*::", url)  # how git itself spots <transport>::<address>
+    if helper_syntax:
+        helper = url.split("::", 1)[0][:40]
+        return f"'{helper}::' makes git run a transport helper (ext:: runs a command). {REPO_URL_HELP}"
+    if not url.isprintable() or any(c.isspace() for c in url):
+        return "The URL holds spaces or control characters."
+    scheme, sep, _rest = url.partition("://")
+    if not sep or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        if url.startswith("/"):
+            return (
+                None
+                if settings.ALLOW_FILE_REPOS
+                else f"A local path is not a repository URL. {REPO_URL_HELP}"
+            )
+        scp = _SCP_REPO.match(url)
+        if not scp:
+            return f"Not a repository URL. {REPO_URL_HELP}"
+        return _repo_host_problem(scp.group("host").strip("[]"), 22)
+    scheme = scheme.lower()
+    if scheme == "file":
+        return (
+            None if settings.ALLOW_FILE_REPOS else f"file:// URLs read the server's own disk. {REPO_URL_HELP}"
+        )
+    if scheme == "http" and not settings.ALLOW_HTTP_URLS:
+        return f"http:// sends the repository's credentials in clear. {REPO_URL_HELP}"
+    if scheme not in ("https", "ssh", "http"):
+        return f"{scheme}:// is not allowed. {REPO_URL_HELP}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return f"Not a valid URL. {REPO_URL_HELP}"
+    host = parts.hostname or ""
+    if not host:
+        return "The URL has no host."
+    if (parts.username or "").startswith("-"):
+        return "The URL's user starts with '-', which ssh would read as an option."
+    return _repo_host_problem(host, port or {"https": 443, "http": 80}.get(scheme, 22))
+
+
+def _repo_host_problem(host: str, port: int) -> str | None:
+    if not _HOST_NAME.match(host):
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            return f"'{host[:100]}' is not a host name."
+    try:
+        urlsafety.resolve(host, port)
+    except urlsafety.UnsafeURL as exc:
+        if "Cannot resolve" not in exc.detail:
+            return exc.detail
+    return None
 
 
 def repo_name(url: str) -> str:

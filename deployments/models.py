@@ -21,6 +21,7 @@ from .choices import (
     RegionStatus,
     WebhookOutcome,
 )
+from .gitutil import repo_url_problem
 
 slug_validator = RegexValidator(
     r"^[a-z][a-z0-9-]{0,39}$",
@@ -30,6 +31,14 @@ stage_name_validator = RegexValidator(
     r"^[a-zA-Z][a-zA-Z0-9_]{0,63}$",
     "A stage name is a letter, then up to 63 letters, digits or underscores (a Lambda alias name).",
 )
+
+
+def validate_repo_url(value: str) -> None:
+    """The model-level check of App.repo_url (the Django admin's forms run it); the services run the
+    same rule and answer 400 invalid_repo_url."""
+    problem = repo_url_problem(value)
+    if problem:
+        raise ValidationError(problem, code="invalid_repo_url")
 
 
 def generate_webhook_secret() -> str:
@@ -48,7 +57,7 @@ class App(models.Model):
     team = models.ForeignKey("controlplane.Team", on_delete=models.CASCADE, related_name="apps")
     slug = models.CharField(max_length=40, validators=[slug_validator])
     name = models.CharField(max_length=200, blank=True)
-    repo_url = models.CharField(max_length=500, blank=True)
+    repo_url = models.CharField(max_length=500, blank=True, validators=[validate_repo_url])
     runtime = models.CharField(max_length=32, choices=[(r, r) for r in LAMBDA_RUNTIMES])
     handler = models.CharField(max_length=128, default="app.handler")
     memory_mb = models.PositiveIntegerField(

@@ -10,6 +10,7 @@ RUN_ID = os.environ.setdefault("CONTROLPLANE_TEST_RUN", uuid.uuid4().hex[:10])
 os.environ.setdefault("CONTROLPLANE_DATA_DIR", tempfile.mkdtemp(prefix="controlplane-test-"))
 os.environ.setdefault("ALLOW_PRIVATE_URLS", "true")
 os.environ.setdefault("ALLOW_HTTP_URLS", "true")
+os.environ.setdefault("ALLOW_FILE_REPOS", "true")  # the tests' git repositories are local folders
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")

@@ -23,6 +23,7 @@ from regions.models import AppRegion, Region, StagePlacement
 
 from ..choices import ACTIVE_DEPLOYMENT_STATUSES, LAMBDA_RUNTIMES
 from ..env import EnvTooLarge, InvalidEnvVar, effective_env, env_key_problem
+from ..gitutil import repo_url_problem
 from ..models import App, Deployment, EnvVar, Stage, generate_webhook_secret
 from ..rollout import rollout_of, validate_rollout
 
@@ -46,6 +47,13 @@ HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0
 
 class InvalidApp(DomainError):
     code = "invalid_app"
+    status_code = 400
+
+
+class InvalidRepoUrl(DomainError):
+    """The repo_url is not one builds may fetch (see ``gitutil.repo_url_problem``)."""
+
+    code = "invalid_repo_url"
     status_code = 400
 
 
@@ -86,7 +94,12 @@ class AppIsLive(Conflict):
 
 
 def _check_app_fields(data: dict) -> None:
-    """Raise InvalidApp for a value the model could not hold or Lambda would refuse."""
+    """Raise InvalidApp for a value the model could not hold or Lambda would refuse, InvalidRepoUrl
+    for a repo_url builds may not fetch."""
+    if isinstance(data.get("repo_url"), str):
+        problem = repo_url_problem(data["repo_url"])
+        if problem:
+            raise InvalidRepoUrl(f"repo_url: {problem}", fields={"repo_url": [problem]})
     problems: dict[str, list[str]] = {}
     if "runtime" in data and data["runtime"] not in LAMBDA_RUNTIMES:
         problems["runtime"] = [
