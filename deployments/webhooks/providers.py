@@ -26,6 +26,13 @@ class MalformedPayload(DomainError):
     status_code = 400
 
 
+class NulInPayload(DomainError):
+    """A field of the payload holds a NUL character (see the service: refused, never stripped)."""
+
+    code = "invalid_characters"
+    status_code = 400
+
+
 @dataclass
 class Push:
     """A push, in one shape for every git host."""

@@ -23,12 +23,13 @@ from django.urls import reverse
 
 from controlplane.access import SystemPrincipal
 from controlplane.errors import DomainError, json_error
+from controlplane.parsers import nul_detail, nul_path
 
 from ..choices import DeploymentStatus, WebhookOutcome
 from ..gitutil import normalize_repo_url
 from ..models import App, Stage, WebhookDelivery
 from ..services.deployments import create_deployment
-from .providers import MalformedPayload, Provider, Push
+from .providers import MalformedPayload, NulInPayload, Provider, Push
 
 logger = logging.getLogger("controlplane.webhooks")
 
@@ -75,7 +76,7 @@ def receive(provider: Provider, request: HttpRequest) -> JsonResponse:
     try:
         return _receive(provider, request).response()
     except DomainError as err:
-        return json_error(err.code, err.detail, err.status_code)
+        return json_error(err.code, err.detail, err.status_code, fields=err.fields)
 
 
 def _receive(provider: Provider, request: HttpRequest) -> Answer:
@@ -100,6 +101,13 @@ def _receive(provider: Provider, request: HttpRequest) -> Answer:
         )
         raise Unverified(UNVERIFIED_DETAIL)
 
+    # A NUL in any field (ref, sha, names, messages) is refused whole: stripping it would deploy
+    # another ref than the one sent ('refs/heads/ma\0in' became 'main').
+    nul_at = nul_path(payload)
+    if nul_at is not None:
+        raise NulInPayload(
+            nul_detail(nul_at, what="The payload"), fields={nul_at[:200]: ["NUL is not allowed."]}
+        )
     event = provider.event(request.headers)
     push = provider.push(payload) if event in provider.push_events else None
     delivery_id = provider.delivery_id(request.headers) or "sha256:" + hashlib.sha256(body).hexdigest()

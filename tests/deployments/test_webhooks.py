@@ -553,7 +553,14 @@ def test_odd_payloads_answer_202_400_or_401_never_500(app, repo, commits, provid
 
     assert response.status_code in (202, 400, 401), response.content[:500]
     body = response.json()
-    assert body["code"] in {"accepted", "ignored", "pinned", "malformed_payload", "invalid_signature"}
+    assert body["code"] in {
+        "accepted",
+        "ignored",
+        "pinned",
+        "malformed_payload",
+        "invalid_signature",
+        "invalid_characters",
+    }
     assert body["detail"]
     if response.status_code != 202 or not signed:
         assert not Deployment.objects.exists()
