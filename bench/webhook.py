@@ -72,7 +72,7 @@ class Meter:
 
 def stages_of(deployment_id: int, t0: float) -> dict[str, float]:
     """Milliseconds from the delivery to each recorded stage of its deployment."""
-    from deployments.models import Deployment, DeploymentEvent
+    from deployments.models import Deployment, DeploymentEvent, RegionDeployment
 
     d = Deployment.objects.get(pk=deployment_id)
     out = {"recorded": d.created_at.timestamp(), "worker started": d.started_at.timestamp()}
@@ -85,6 +85,16 @@ def stages_of(deployment_id: int, t0: float) -> dict[str, float]:
             out["sandbox done"] = event.created_at.timestamp()
         elif event.message.startswith("Zipped "):
             out["zip stored"] = event.created_at.timestamp()
+    region = RegionDeployment.objects.filter(deployment_id=deployment_id).order_by("started_at").first()
+    if region is not None and region.started_at is not None:
+        out["region claimed"] = region.started_at.timestamp()
+    first_step = (
+        DeploymentEvent.objects.filter(deployment_id=deployment_id, region__isnull=False)
+        .order_by("seq")
+        .first()
+    )
+    if first_step is not None:
+        out["region logged"] = first_step.created_at.timestamp()
     return {name: (at - t0) * 1000 for name, at in out.items()}
 
 
@@ -115,7 +125,7 @@ def run_variant(name: str, stack: Stack, web: Web, meter: Meter, deliver, count:
     p95 = walls[min(len(walls) - 1, max(0, round(len(walls) * 0.95) - 1))]
     result = {"name": name, "p50": statistics.median(walls), "p95": p95, "rows": rows}
     order = ["answered", "recorded", "worker started", "fetch began", "checked out", "sandbox done",
-             "zip stored", "first AWS call"]  # fmt: skip
+             "zip stored", "region claimed", "region logged", "first AWS call"]  # fmt: skip
     print(f"\n{name}: {len(rows)} deliveries, delivery -> first AWS call "
           f"p50 {result['p50']:.0f} ms, p95 {p95:.0f} ms (max {walls[-1]:.0f} ms)")  # fmt: skip
     print("  median ms from the delivery to:")
