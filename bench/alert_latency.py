@@ -42,7 +42,12 @@ def main() -> int:
     parser.add_argument("samples", nargs="?", type=int, default=3, help="outages to time (default 3)")
     parser.add_argument("--hang", action="store_true", help="the endpoint hangs instead of failing")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument(
+        "--quick", action="store_true", help="2 outages (scripts/dev.py bench runs all with it)"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.samples = min(args.samples, 2)
     samples = min(args.samples, len(REGIONS))
     state = database()
     regions = REGIONS[:samples]

@@ -7,7 +7,9 @@ as moto allows.
 
 Prints one JSON line, ``{"moto": URL, "proxy": URL, "stats": URL}`` ("proxy" is the URL with
 the latency), then serves until stdin closes. The added latency is the first argument, in
-milliseconds; ``GET <stats>`` answers how many AWS calls the latency URL served. A second
+milliseconds; ``GET <stats>`` answers how many AWS calls the latency URL served, and
+``GET <stats>?since=T&wait=S`` also the first call that arrived at or after ``T`` (a
+``time.time()``), waiting up to ``S`` seconds for one. A second
 argument ``strict`` puts the strict mode (tests/support/strict_aws.py, default delays) behind
 the latency URL: ``GET <proxy>/_strict/stats`` then answers the calls per operation and the
 refusals per rule.
@@ -15,6 +17,7 @@ refusals per rule.
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import sys
@@ -22,6 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -34,18 +38,38 @@ from tests.support.strict_aws import StrictAws  # noqa: E402
 
 class Delayed:
     """WSGI middleware: every request waits ``delay_s`` before moto answers it (a thread per
-    connection, so waiting requests do not hold each other up)."""
+    connection, so waiting requests do not hold each other up). Each request's arrival time
+    (``time.time()``, the machine's clock, as the benchmark's processes read it) is kept, with
+    what it called, for ``first_since``."""
 
     def __init__(self, app, delay_s: float) -> None:
         self.app, self.delay_s = app, delay_s
         self.requests = 0
-        self._lock = threading.Lock()
+        self.arrivals: collections.deque[tuple[float, str]] = collections.deque(maxlen=100_000)
+        self._arrived = threading.Condition()
 
     def __call__(self, environ, start_response):
-        with self._lock:
+        at = time.time()
+        call = (
+            environ.get("HTTP_X_AMZ_TARGET") or f"{environ['REQUEST_METHOD']} {environ.get('PATH_INFO', '')}"
+        )
+        with self._arrived:
             self.requests += 1
+            self.arrivals.append((at, call[:200]))
+            self._arrived.notify_all()
         time.sleep(self.delay_s)
         return self.app(environ, start_response)
+
+    def first_since(self, since: float, wait_s: float) -> dict | None:
+        """The first call that arrived at or after ``since`` (waiting up to ``wait_s`` for one)."""
+        deadline = time.monotonic() + wait_s
+        with self._arrived:
+            while True:
+                found = next(((at, call) for at, call in self.arrivals if at >= since), None)
+                left = deadline - time.monotonic()
+                if found is not None or left <= 0:
+                    return {"at": found[0], "call": found[1]} if found else None
+                self._arrived.wait(left)
 
 
 def serve(app) -> str:
@@ -63,7 +87,13 @@ def main() -> None:
 
     class Stats(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's naming
-            body = json.dumps({"requests": delayed.requests}).encode()
+            query = parse_qs(urlparse(self.path).query)
+            answer = {"requests": delayed.requests}
+            if "since" in query:  # ?since=T[&wait=S]: the first call at or after T (long poll)
+                answer["first"] = delayed.first_since(
+                    float(query["since"][0]), float(query.get("wait", ["0"])[0])
+                )
+            body = json.dumps(answer).encode()
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()

@@ -199,7 +199,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--lines", type=int, default=40)
     parser.add_argument("--port", type=int, default=24080)
+    parser.add_argument("--quick", action="store_true", help="2 deploys, 20 lines")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.lines = min(args.repeat, 2), min(args.lines, 20)
 
     from controlplane.models import ApiToken
 

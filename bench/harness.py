@@ -67,6 +67,12 @@ class RemoteAws:
     def requests(self) -> int:
         return httpx.get(self._stats, timeout=10).json()["requests"]
 
+    def first_call_since(self, since: float, wait_s: float = 60) -> dict | None:
+        """``{"at": time.time() of its arrival, "call": what it called}`` of the first AWS call
+        that reached the emulator at or after ``since`` (a ``time.time()``), or None."""
+        answer = httpx.get(self._stats, params={"since": since, "wait": wait_s}, timeout=wait_s + 10)
+        return answer.json()["first"]
+
     def strict_stats(self) -> dict:
         """Calls per "service:Operation" and refusals per rule (strict mode only)."""
         return httpx.get(f"{self.url}/_strict/stats", timeout=10).json()

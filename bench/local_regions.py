@@ -285,7 +285,10 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput run length")
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    parser.add_argument("--quick", action="store_true", help="1,000 requests, 2 s throughput run")
     args = parser.parse_args()
+    if args.quick:
+        args.requests, args.seconds = min(args.requests, 1000), min(args.seconds, 2.0)
 
     moto = Moto()
     os.environ["AWS_ENDPOINT_URL"] = moto.url

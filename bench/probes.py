@@ -61,7 +61,10 @@ def main() -> int:
     parser.add_argument("placements", nargs="?", type=int, default=5000)
     parser.add_argument("rounds", nargs="?", type=int, default=5)
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
+    parser.add_argument("--quick", action="store_true", help="1,000 placements, 2 rounds")
     args = parser.parse_args()
+    if args.quick:
+        args.placements, args.rounds = min(args.placements, 1000), min(args.rounds, 2)
     count, rounds = args.placements, args.rounds
     state = database()
     servers = EndpointServers(50)

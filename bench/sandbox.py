@@ -70,7 +70,10 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("builds", type=int, nargs="?", default=20)
     parser.add_argument("--strict", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="5 builds")
     args = parser.parse_args()
+    if args.quick:
+        args.builds = min(args.builds, 5)
     problems = sandbox.missing()
     if problems:
         print("The sandbox cannot run here:", *problems, sep="\n  ")

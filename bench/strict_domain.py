@@ -32,7 +32,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--delay-ms", type=float, default=50)
     parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="1 deploy of each size")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 1
 
     from deployments.services.deployments import create_deployment
     from regions.catalog import commercial_regions

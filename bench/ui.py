@@ -201,7 +201,11 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     parser.add_argument("--profile", metavar="PAGE", help="print a profile of one request of PAGE (a path)")
+    parser.add_argument("--quick", action="store_true", help="20,000 deployments, 1,000,000 probes, 20 runs")
     args = parser.parse_args()
+    if args.quick:
+        args.deployments = min(args.deployments, 20_000)
+        args.probes, args.runs = min(args.probes, 1_000_000), min(args.runs, 20)
     if connection.vendor != "postgresql":
         print("bench/ui.py runs on PostgreSQL only (set DATABASE_URL): its data is made with set-based SQL.")
         return 0

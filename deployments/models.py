@@ -224,6 +224,8 @@ class Release(models.Model):
     class Meta:
         ordering = ["-number"]
         constraints = [models.UniqueConstraint(fields=["stage", "number"], name="release_number_per_stage")]
+        # The release list of an app, newest first, paged by id.
+        indexes = [models.Index(fields=["app", "-id"], name="release_app_newest")]
 
     def __str__(self) -> str:
         return f"{self.stage} #{self.number}"
@@ -268,7 +270,13 @@ class Deployment(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [models.Index(fields=["app", "stage", "status"])]
+        indexes = [
+            models.Index(fields=["app", "stage", "status"]),
+            # The deployment log of an app, newest first, paged by id (cursor pagination), and
+            # filtered by status: an index walk that stops after a page, however long the history.
+            models.Index(fields=["app", "-id"], name="deployment_app_newest"),
+            models.Index(fields=["app", "status", "-id"], name="deployment_app_status_newest"),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["app", "idempotency_key"],

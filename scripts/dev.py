@@ -559,20 +559,34 @@ def cmd_lint(rest: list[str]) -> int:
     return checked or formatted
 
 
+# Scripts in bench/ that the benchmarks run, not benchmarks themselves.
+BENCH_HELPERS = {"aws_emulator"}
+
+
 def cmd_bench(rest: list[str]) -> int:
-    """``bench [name] [args]``: run bench/<name>.py, or every benchmark script in bench/."""
+    """``bench [name] [args]``: run bench/<name>.py with ``args``, or every benchmark script in
+    bench/ with ``--quick`` (their smaller sizes: all of them in a few minutes) and ``args``."""
     install()
-    scripts = sorted(p for p in (ROOT / "bench").glob("*.py") if "__main__" in p.read_text())
+    scripts = sorted(
+        p
+        for p in (ROOT / "bench").glob("*.py")
+        if p.stem not in BENCH_HELPERS and "__main__" in p.read_text()
+    )
     if rest and not rest[0].startswith("-"):
         scripts = [p for p in scripts if p.stem == rest[0]]
         if not scripts:
             fail(f"no benchmark bench/{rest[0]}.py")
         rest = rest[1:]
+    elif "--quick" not in rest:
+        rest = ["--quick", *rest]
     code = 0
+    started = time.monotonic()
     for script in scripts:
-        say(f"running {script.relative_to(ROOT)}")
+        say(f"running {script.relative_to(ROOT)} {' '.join(rest)}".rstrip())
         # bench/harness.py sets up its own private control plane (settings, data folder, database).
         code = passthrough([str(PY), str(script), *rest], suite_env()) or code
+    if len(scripts) > 1:
+        say(f"{len(scripts)} benchmarks in {time.monotonic() - started:.0f} s")
     return code
 
 

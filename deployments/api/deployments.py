@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -70,6 +71,9 @@ class DeploymentCreateSerializer(serializers.Serializer):
         return attrs
 
 
+_datetime = serializers.DateTimeField().to_representation  # as every DateTimeField shows one
+
+
 class RegionDeploymentSerializer(serializers.ModelSerializer):
     region = serializers.CharField(source="region.code")
     canary_until = serializers.DateTimeField(
@@ -83,6 +87,18 @@ class RegionDeploymentSerializer(serializers.ModelSerializer):
             "region", "status", "wave", "step", "version", "previous_version", "attempts",
             "started_at", "finished_at", "canary_until", "error", "error_code",
         ]  # fmt: skip
+
+    def to_representation(self, instance) -> dict:
+        # What the declared fields give, built directly: a page of deployments has 150 of these,
+        # and the generic field-by-field path was a third of the list's CPU.
+        return {
+            "region": instance.region.code, "status": instance.status, "wave": instance.wave,
+            "step": instance.step, "version": instance.version,
+            "previous_version": instance.previous_version, "attempts": instance.attempts,
+            "started_at": _datetime(instance.started_at), "finished_at": _datetime(instance.finished_at),
+            "canary_until": _datetime(instance.resume_at), "error": instance.error,
+            "error_code": instance.error_code,
+        }  # fmt: skip
 
 
 class CommitOutSerializer(serializers.Serializer):
@@ -152,6 +168,19 @@ class EventSerializer(serializers.ModelSerializer):
         fields = ["seq", "created_at", "level", "region", "step", "message", "duration_ms"]
 
 
+EVENT_COLUMNS = ("seq", "created_at", "level", "region__code", "step", "message", "duration_ms")
+
+
+def event_rows(rows) -> list[dict]:
+    """EventSerializer's output for ``values_list(*EVENT_COLUMNS)`` rows, built directly (a page
+    is up to 1,000 lines, followed every second by every open log)."""
+    return [
+        {"seq": seq, "created_at": _datetime(created_at), "level": level, "region": region,
+         "step": step, "message": message, "duration_ms": duration_ms}
+        for seq, created_at, level, region, step, message, duration_ms in rows
+    ]  # fmt: skip
+
+
 class EventPageSerializer(serializers.Serializer):
     results = EventSerializer(many=True)
     last_seq = serializers.IntegerField()
@@ -173,18 +202,57 @@ class DeploymentFilter(django_filters.FilterSet):
         fields = ["stage", "status", "sha", "kind"]
 
     def filter_sha(self, queryset, name, value):
-        return queryset.filter(commit_sha__istartswith=value.strip()) if value.strip() else queryset
+        # Shas are stored lowercase (commit_fields): a case-sensitive prefix match of the lowercased
+        # value finds the same rows and can use the commit_sha index (LIKE 'abc%'), which a
+        # case-insensitive one (UPPER(...) LIKE UPPER(...)) cannot.
+        value = value.strip().lower()
+        return queryset.filter(commit_sha__startswith=value) if value else queryset
+
+
+_RELEASE_COLUMNS = ("number", "artifact__sha256", "source_release__number", "source_release__stage__name")
+# What DeploymentSerializer shows, and nothing more: a page of 50 deployments joins 11 rows each,
+# and reading (and converting) every column of the app, the stage, three releases (their frozen
+# env included) and two artifacts was most of the list's time.
+_DEPLOYMENT_COLUMNS = (
+    "app__slug", "stage__name", "kind", "status", "ref", "commit_sha", "commit_branch",
+    "commit_message", "commit_author", "commit_url", "commit_count", "compare_url", "triggered_by",
+    "force", "cancel_requested", "error", "created_at", "started_at", "finished_at",
+    *(f"release__{c}" for c in _RELEASE_COLUMNS), *(f"previous_release__{c}" for c in _RELEASE_COLUMNS),
+)  # fmt: skip
 
 
 def deployment_queryset():
-    return Deployment.objects.select_related(
-        "app",
-        "stage",
-        "release__artifact",
-        "release__source_release__stage",
-        "previous_release__artifact",
-        "previous_release__source_release__stage",
-    ).prefetch_related("regions__region")
+    return (
+        Deployment.objects.select_related(
+            "app",
+            "stage",
+            "release__artifact",
+            "release__source_release__stage",
+            "previous_release__artifact",
+            "previous_release__source_release__stage",
+        )
+        .only(*_DEPLOYMENT_COLUMNS)
+        .prefetch_related(
+            Prefetch(
+                "regions",
+                queryset=RegionDeployment.objects.select_related("region").only(
+                    "deployment_id",
+                    "region__code",
+                    "status",
+                    "wave",
+                    "step",
+                    "version",
+                    "previous_version",
+                    "attempts",
+                    "started_at",
+                    "finished_at",
+                    "resume_at",
+                    "error",
+                    "error_code",
+                ),
+            )  # fmt: skip
+        )
+    )
 
 
 @extend_schema(parameters=[OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")])
@@ -287,14 +355,14 @@ class DeploymentEventsView(APIView):
             raise serializers.ValidationError({"after": ["'after' and 'limit' must be integers."]})
         events = list(
             DeploymentEvent.objects.filter(deployment=deployment, seq__gt=after)
-            .select_related("region")
-            .order_by("seq")[:limit]
+            .order_by("seq")
+            .values_list(*EVENT_COLUMNS)[:limit]
         )
         deployment.refresh_from_db(fields=["status", "finished_at"])
         return Response(
             {
-                "results": EventSerializer(events, many=True).data,
-                "last_seq": events[-1].seq if events else after,
+                "results": event_rows(events),
+                "last_seq": events[-1][0] if events else after,
                 "status": deployment.status,
                 "finished": deployment.finished_at is not None,
             }

@@ -12,6 +12,7 @@ from rest_framework.views import APIView
 from controlplane.access import principal_for
 from controlplane.api.common import ErrorSerializer, errors
 from controlplane.choices import Role
+from regions.models import StagePlacement
 
 from ..models import App, Release, Stage
 from ..services.deployments import promote
@@ -131,11 +132,21 @@ class ReleaseSerializer(serializers.ModelSerializer):
         }  # fmt: skip
 
     def get_live_in(self, obj) -> list[str]:
-        from regions.models import StagePlacement
+        live = self.context.get("live_in")
+        if live is None:  # one release alone (a page is read at once: see AppReleasesView)
+            live = live_regions([obj])
+        return live.get(obj.pk, [])
 
-        return sorted(
-            StagePlacement.objects.filter(release=obj).values_list("placement__region__code", flat=True)
-        )
+
+def live_regions(releases) -> dict[int, list[str]]:
+    """``{release id: sorted region codes whose stage alias runs it}`` for ``releases``, in one query."""
+    live: dict[int, list[str]] = {}
+    rows = StagePlacement.objects.filter(release__in=[r.pk for r in releases]).values_list(
+        "release_id", "placement__region__code"
+    )
+    for release_id, code in rows:
+        live.setdefault(release_id, []).append(code)
+    return {pk: sorted(codes) for pk, codes in live.items()}
 
 
 @extend_schema(
@@ -155,6 +166,11 @@ class AppReleasesView(generics.ListAPIView):
         if stage:
             qs = qs.filter(stage__name=stage)
         return qs
+
+    def get_serializer(self, *args, **kwargs):
+        if args and isinstance(args[0], list):  # a page: where each release is live, in one query
+            kwargs["context"] = {**self.get_serializer_context(), "live_in": live_regions(args[0])}
+        return super().get_serializer(*args, **kwargs)
 
 
 class ReleaseDiffView(APIView):

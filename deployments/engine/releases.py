@@ -33,9 +33,10 @@ def release_env(release: Release) -> dict[str, dict[str, str]]:
 
 def commit_fields(commit: dict) -> dict[str, str]:
     """A commit (``sha``, ``branch``, ``message``, ``author``, ``url``) as the ``commit_*`` fields
-    of a release or a deployment, cut to their columns' lengths."""
+    of a release or a deployment, cut to their columns' lengths; the sha lowercase (git's own
+    spelling), so a search by sha prefix is a plain index range."""
     return {
-        "commit_sha": commit.get("sha", "")[:64],
+        "commit_sha": (commit.get("sha") or "")[:64].lower(),
         "commit_branch": commit.get("branch", "")[:255],
         "commit_message": commit.get("message", ""),
         "commit_author": commit.get("author", "")[:255],
