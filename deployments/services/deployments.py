@@ -35,6 +35,7 @@ from ..models import App, Artifact, Deployment, RegionDeployment, Release, Stage
 from ..rollout import rollout_of
 from ..selectors import current_release
 from .releases import intended_release, live_releases
+from .teardown import check_not_torn_down
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -172,6 +173,7 @@ def create_deployment(
     trigger = trigger or principal.label
     if artifact is None and not ref and release is None:
         raise NothingToDeploy("Give an artifact id or a git ref to build.")
+    check_not_torn_down(stage)
     if artifact is not None and artifact.app_id != app.pk:
         raise NothingToDeploy("That artifact belongs to another app.")
     if ref and not app.repo_url:
