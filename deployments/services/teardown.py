@@ -63,7 +63,7 @@ def start_teardown(
     has regions."""
     with transaction.atomic():
         stages = [stage] if stage is not None else list(app.stages.order_by("name"))
-        Stage.objects.select_for_update().filter(pk__in=[s.pk for s in stages]).exists()
+        list(Stage.objects.select_for_update().filter(pk__in=[s.pk for s in stages]).values_list("pk"))
         running = active_teardown(app=app, stage=stage)
         if running is not None and (stage is not None or running.whole_app):
             return running
