@@ -8,13 +8,14 @@ Every delete reads or tolerates what is already gone, so a retried teardown resu
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.db.models import Q
 
 from controlplane import audit
 from regions.aws import acm, apigateway, lambda_, route53
 from regions.models import AppRegion, StagePlacement
 
-from ...choices import DeploymentKind, RegionStatus
+from ...choices import DeploymentKind, DeploymentStatus, RegionStatus
 from ...models import Deployment, RegionDeployment, Stage
 from ..context import RegionRun
 from ..removal import delete_app_rows, delete_stage_rows
@@ -111,27 +112,34 @@ def _delete_versions_of(run: RegionRun, stage: Stage) -> list[str]:
 def complete(deployment_id: int) -> None:
     """A teardown that succeeded in every region: the stage (or the app) is deleted, and the
     audit log says so. A failed one leaves everything in place, marked, for a retry."""
-    deployment = (
-        Deployment.objects.filter(pk=deployment_id, kind=DeploymentKind.TEARDOWN, status="succeeded")
-        .select_related("app__team", "stage")
-        .first()
-    )
-    if deployment is None:  # (not a finished teardown, or its stage is already deleted)
-        return
-    if RegionDeployment.objects.filter(deployment=deployment).exclude(status=RegionStatus.SUCCEEDED).exists():
-        return
-    app = deployment.app
-    changes = {"teardown_deployment": deployment.pk, "requested_by": deployment.triggered_by}
-    if deployment.whole_app:
-        audit.record(
-            team=app.team, principal=None, action="app.delete", obj=app,
-            changes={"slug": app.slug, **changes},
-        )  # fmt: skip
-        delete_app_rows(app)
-    else:
-        stage = deployment.stage
-        audit.record(
-            team=app.team, principal=None, action="stage.delete", obj=stage,
-            changes={"name": stage.name, **changes},
-        )  # fmt: skip
-        delete_stage_rows(stage)
+    with transaction.atomic():
+        # Locked: of two regions ending at once, one deletes; the other then finds nothing.
+        deployment = (
+            Deployment.objects.select_for_update(of=("self",))
+            .filter(pk=deployment_id, kind=DeploymentKind.TEARDOWN, status=DeploymentStatus.SUCCEEDED)
+            .select_related("app__team", "stage")
+            .first()
+        )
+        if deployment is None:  # (not a finished teardown, or its stage is already deleted)
+            return
+        if (
+            RegionDeployment.objects.filter(deployment=deployment)
+            .exclude(status=RegionStatus.SUCCEEDED)
+            .exists()
+        ):
+            return
+        app = deployment.app
+        changes = {"teardown_deployment": deployment.pk, "requested_by": deployment.triggered_by}
+        if deployment.whole_app:
+            audit.record(
+                team=app.team, principal=None, action="app.delete", obj=app,
+                changes={"slug": app.slug, **changes},
+            )  # fmt: skip
+            delete_app_rows(app)
+        else:
+            stage = deployment.stage
+            audit.record(
+                team=app.team, principal=None, action="stage.delete", obj=stage,
+                changes={"name": stage.name, **changes},
+            )  # fmt: skip
+            delete_stage_rows(stage)
