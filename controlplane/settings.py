@@ -359,6 +359,8 @@ DEPLOYMENT_URL_PATH = "/deployments/{id}/"
 SMS_REGION = env.str("SMS_REGION", default="us-east-1")
 SMS_SENDER_ID = env.str("SMS_SENDER_ID", default="")
 BUILD_TIMEOUT = env.int("BUILD_TIMEOUT", default=600)
+# How often a running build reads its deployment's cancel flag: a superseded build stops this soon.
+BUILD_CANCEL_POLL = env.float("BUILD_CANCEL_POLL", default=0.25)
 # Where a build runs: "sandbox" (bubblewrap on the worker, the default) or "codebuild" (AWS CodeBuild).
 BUILD_BACKEND = env.str("BUILD_BACKEND", default="sandbox")
 # Limits of a sandboxed build (besides BUILD_TIMEOUT); see controlplane/sandbox.

@@ -28,6 +28,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -122,12 +123,21 @@ class BuildFailed(DomainError):
     status_code = 422
 
 
-def build_artifact(*, app: App, sha: str, emit: Emit) -> Artifact:
+class BuildCancelled(BuildFailed):
+    """The deployment was cancelled or superseded while it built: the build was stopped."""
+
+    code = "build_cancelled"
+    status_code = 409
+
+
+def build_artifact(*, app: App, sha: str, emit: Emit, cancel: threading.Event | None = None) -> Artifact:
     """The artifact of ``app`` at git commit ``sha`` (full or abbreviated): reused when this app
     already built the same git tree, else fetched, built and stored (``source="build"``).
 
     ``emit(level, line)`` receives every log line (git's and the build command's output, redacted).
-    Raises BuildFailed with the tail of the output when the fetch, the build command or the zip fails.
+    Raises BuildFailed with the tail of the output when the fetch, the build command or the zip fails;
+    BuildCancelled once ``cancel`` is set (a running build command is killed, a CodeBuild build
+    stopped).
     """
     sha = (sha or "").strip()
     if not SHA_RE.match(sha):
@@ -146,7 +156,7 @@ def build_artifact(*, app: App, sha: str, emit: Emit) -> Artifact:
     # A folder the sandbox's uid can reach (the data folder may not be, and must stay out of sight).
     workdir = sandbox.workdir(f"build-{app.slug}-{sha[:12]}-", root=settings.SANDBOX_DIR or None)
     try:
-        return _Build(app=app, sha=sha.lower(), emit=emit, workdir=workdir).run()
+        return _Build(app=app, sha=sha.lower(), emit=emit, workdir=workdir, cancel=cancel).run()
     except (OSError, AwsError) as err:
         # No git or bash on the worker, a full disk, the artifact bucket refusing: fail the build
         # visibly rather than leave the deployment to the reaper.
@@ -157,8 +167,9 @@ def build_artifact(*, app: App, sha: str, emit: Emit) -> Artifact:
 
 
 class _Build:
-    def __init__(self, *, app: App, sha: str, emit: Emit, workdir: Path):
+    def __init__(self, *, app: App, sha: str, emit: Emit, workdir: Path, cancel: threading.Event | None):
         self.app = app
+        self.cancel = cancel or threading.Event()
         self.sha = sha
         self._emit = emit
         self.logged = 0
@@ -183,6 +194,11 @@ class _Build:
                 EventLevel.WARNING,
                 f"The output is longer than {MAX_LOGGED_LINES} lines; the rest is not logged.",
             )
+
+    def check_cancelled(self) -> None:
+        """Raises BuildCancelled once the deployment was cancelled or superseded."""
+        if self.cancel.is_set():
+            raise BuildCancelled("The build was stopped: the deployment was cancelled or superseded.")
 
     def remaining(self) -> float:
         return self.deadline - time.monotonic()
@@ -308,6 +324,7 @@ class _Build:
             )
         # Nothing the build runs may read the git credential.
         _remove_tree(self.secrets_dir)
+        self.check_cancelled()
         if self.app.build_command and settings.BUILD_BACKEND == "codebuild":
             output = self.run_on_codebuild(commit, tree)
         else:
@@ -393,6 +410,7 @@ class _Build:
                 root=settings.SANDBOX_DIR or None,
                 on_line=lambda line: self.log(EventLevel.INFO, line),
                 tail_lines=TAIL_LINES,
+                cancel=self.cancel,
             )
         except sandbox.SandboxUnavailable as err:
             self.fail(
@@ -401,6 +419,11 @@ class _Build:
         tail = [self.redact(line) for line in result.tail]
         for refused in dict.fromkeys(result.refused):
             self.log(EventLevel.WARNING, f"The sandbox refused a connection to {refused}")
+        if result.stopped_by == "cancelled":
+            raise BuildCancelled(
+                "The build was stopped: the deployment was cancelled or superseded "
+                f"(after {time.monotonic() - started:.1f} s)."
+            )
         if result.stopped_by == "wall_seconds":
             self.fail(f"The build ran past the {settings.BUILD_TIMEOUT} s limit and was stopped", tail)
         if result.stopped:
@@ -425,8 +448,10 @@ class _Build:
             return codebuild.run_build(
                 app=self.app, commit=commit, src=self.src, workdir=self.workdir,
                 env=self.build_env(commit, tree), output_dir=relative, deadline=self.deadline,
-                log=self.log, tail_lines=TAIL_LINES,
+                log=self.log, tail_lines=TAIL_LINES, cancel=self.cancel,
             )  # fmt: skip
+        except codebuild.CodeBuildCancelled as err:
+            raise BuildCancelled(f"The build was stopped: {err.message}.")
         except codebuild.CodeBuildFailed as err:
             self.fail(err.message, [self.redact(line) for line in err.tail])
         raise AssertionError("fail() raises")  # pragma: no cover

@@ -28,6 +28,7 @@ class DeploymentKind(models.TextChoices):
     ROLLBACK = "rollback"  # the stage alias moved back to an earlier release's version
     PROMOTE = "promote"  # another stage's artifact, with this stage's config and env
     CONFIG = "config"  # the current artifact with new env/config
+    TEARDOWN = "teardown"  # the stage (or the whole app) taken down in AWS, then deleted
 
 
 class DeploymentStatus(models.TextChoices):

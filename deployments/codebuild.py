@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import secrets
+import threading
 import time
 import zipfile
 from collections import deque
@@ -55,6 +56,7 @@ def run_build(
     deadline: float,
     log: Callable[[str, str], None],
     tail_lines: int = 20,
+    cancel: threading.Event | None = None,
 ) -> Path:
     """Build the checkout ``src`` of ``app`` at ``commit`` on CodeBuild; returns the folder (under
     ``workdir``) holding the build's ``output_dir`` files. Raises CodeBuildFailed or AwsError."""
@@ -90,7 +92,10 @@ def run_build(
             service_role=settings.CODEBUILD_ROLE_ARN,
         )
         log(EventLevel.INFO, f"CodeBuild build {state.build_id} started in {region}.")
-        state, tail = _follow(region, state, deadline=deadline, log=log, tail_lines=tail_lines)
+        state, tail = _follow(
+            region, state, deadline=deadline, log=log, tail_lines=tail_lines,
+            cancel=cancel or threading.Event(),
+        )  # fmt: skip
         if state.status != "SUCCEEDED":
             raise CodeBuildFailed(f"The CodeBuild build {state.build_id} ended {state.status}", tail)
         archive = workdir / OUTPUT_NAME
@@ -109,8 +114,13 @@ def run_build(
                 pass  # a leftover object costs little; the bucket's lifecycle rule may expire it
 
 
-def _follow(region, state, *, deadline: float, log, tail_lines: int):
-    """Poll the build until it ends, streaming its log lines; returns its last state and tail."""
+class CodeBuildCancelled(CodeBuildFailed):
+    """The deployment was cancelled or superseded: the CodeBuild build was stopped."""
+
+
+def _follow(region, state, *, deadline: float, log, tail_lines: int, cancel: threading.Event):
+    """Poll the build until it ends, streaming its log lines; returns its last state and tail.
+    Once ``cancel`` is set the build is stopped (StopBuild) and CodeBuildCancelled raised."""
     token = ""
     tail: deque[str] = deque(maxlen=tail_lines)
 
@@ -138,7 +148,13 @@ def _follow(region, state, *, deadline: float, log, tail_lines: int):
                 f"{state.build_id} was stopped",
                 list(tail),
             )
-        time.sleep(min(settings.CODEBUILD_POLL_INTERVAL, remaining))
+        if cancel.wait(min(settings.CODEBUILD_POLL_INTERVAL, remaining)):
+            codebuild.stop_build(region, build_id=state.build_id)
+            drain()
+            raise CodeBuildCancelled(
+                f"The deployment was cancelled or superseded; CodeBuild build {state.build_id} was stopped",
+                list(tail),
+            )
         state = codebuild.build_state(region, build_id=state.build_id)
         drain()
         if state.done:

@@ -106,6 +106,9 @@ class Stage(models.Model):
     pinned = models.BooleanField(default=False)
     pinned_reason = models.CharField(max_length=500, blank=True)
     pinned_at = models.DateTimeField(null=True, blank=True)
+    # Set when a teardown of the stage (or its app) starts: from then on it is not probed and
+    # takes no deploys. It stays set when the teardown fails, until one succeeds (the row goes).
+    teardown_started_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -259,6 +262,8 @@ class Deployment(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     force = models.BooleanField(default=False)
+    # A teardown of the whole app (every stage, the function and its API), not only of its stage.
+    whole_app = models.BooleanField(default=False)
     cancel_requested = models.BooleanField(default=False)
     idempotency_key = models.CharField(max_length=255, blank=True)
     request_fingerprint = models.CharField(max_length=64, blank=True)

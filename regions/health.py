@@ -98,8 +98,9 @@ STAGE_FIELDS = (
 
 
 def live_placements():
-    """Stage placements that serve traffic (their alias points at a version)."""
-    return StagePlacement.objects.exclude(version="")
+    """Stage placements that serve traffic (their alias points at a version), except those of a
+    stage being taken down: from the moment its teardown starts nothing probes or alerts on it."""
+    return StagePlacement.objects.exclude(version="").filter(stage__teardown_started_at__isnull=True)
 
 
 def probe_timeout() -> float:

@@ -619,6 +619,10 @@ class SandboxProcess:
         """End the whole sandbox now (every process in it)."""
         self._stop(None)
 
+    def cancel(self, reason: str = "was cancelled") -> None:
+        """End the whole sandbox now, recorded as stopped by a cancel (``stopped_by`` "cancelled")."""
+        self._stop(reason, "cancelled")
+
     terminate = kill
 
     @property
@@ -816,13 +820,25 @@ def run(
     *,
     on_line: Callable[[str], None],
     tail_lines: int = 20,
+    cancel: threading.Event | None = None,
     **spawn_kwargs,
 ) -> RunResult:
     """Run ``argv`` in a sandbox to its end, streaming its merged output to ``on_line`` line by
-    line (lines over ``MAX_LINE`` bytes are cut). Returns a RunResult; raises SandboxUnavailable."""
+    line (lines over ``MAX_LINE`` bytes are cut). Once ``cancel`` is set, every process of the
+    sandbox is killed (within ``POLL_INTERVAL``; ``stopped_by`` is "cancelled"). Returns a
+    RunResult; raises SandboxUnavailable."""
     spawn_kwargs.setdefault("stdin", subprocess.DEVNULL)
     proc = spawn(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **spawn_kwargs)
     tail: deque[str] = deque(maxlen=tail_lines)
+    if cancel is not None:
+
+        def watch_cancel() -> None:
+            while proc.poll() is None:
+                if cancel.wait(POLL_INTERVAL):
+                    proc.cancel()
+                    return
+
+        threading.Thread(target=watch_cancel, name=f"sandbox-cancel-{proc.pid}", daemon=True).start()
     with proc:
         assert proc.stdout is not None
         try:

@@ -23,6 +23,7 @@ from deployments.models import App, EnvVar, Stage
 from deployments.services import apps as services
 from deployments.services.git_credentials import set_git_credential
 
+from .deployments import DeploymentSerializer, deployment_queryset
 from .serializers import (
     AppCreateSerializer,
     AppSerializer,
@@ -173,20 +174,28 @@ class AppViewSet(viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Delete an app",
-        description="Admins only. AWS resources are left as they are, so an app live in any region "
-        "is refused (409 `app_is_live`) unless `force=true`.",
+        description="Admins only. An app that still serves in any region (or whose last teardown "
+        "failed) is refused (409 `app_is_live`, naming the regions in `regions`) unless "
+        "`force=true`: then every stage, the function and its API are taken down in every region "
+        "by a deployment of kind `teardown`, answered with 202 so it can be followed; the app is "
+        "deleted once it succeeds (its deployments then answer 404). A teardown that fails leaves "
+        "the app in place; delete it with `force=true` again to retry.",
         parameters=[
             APP_PARAM,
             TEAM_PARAM,
-            OpenApiParameter("force", bool, description="Delete even if live."),
+            OpenApiParameter(
+                "force", bool, description="Take whatever still serves down first, then delete."
+            ),
         ],
-        responses={204: None, **errors(401, 403, 404, 409)},
+        responses={204: None, 202: DeploymentSerializer, **errors(401, 403, 404, 409)},
     )
     def destroy(self, request, app=None):
         obj = self.get_object()
         force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
-        services.delete_app(principal=principal_for(request), app=obj, force=force, request=request)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        deployment = services.delete_app(
+            principal=principal_for(request), app=obj, force=force, request=request
+        )
+        return _deleted_or_teardown(request, deployment)
 
     @extend_schema(
         summary="Rotate the webhook secret",
@@ -291,13 +300,28 @@ class StageViewSet(AppScopedMixin, viewsets.GenericViewSet):
 
     @extend_schema(
         summary="Delete a stage",
-        description="Admins only. Its releases and deployment log go with it; AWS resources stay.",
-        parameters=[STAGE_PARAM],
-        responses={204: None, **errors(401, 403, 404, 409)},
+        description="Admins only. Its releases and deployment log go with it. A stage that still "
+        "serves in any region (or whose last teardown failed) is refused (409 `stage_is_live`, "
+        "naming the regions in `regions`) unless `force=true`: then its alias, the versions only "
+        "it published, its API stage, custom domain, certificate, Route 53 record and health "
+        "check (and the function and API when no other stage is left in a region) are taken "
+        "down by a deployment of kind `teardown`, answered with 202 so it can be followed; the "
+        "stage is deleted once it succeeds. A teardown that fails leaves the stage in place; "
+        "delete it with `force=true` again to retry.",
+        parameters=[
+            STAGE_PARAM,
+            OpenApiParameter(
+                "force", bool, description="Take whatever still serves down first, then delete."
+            ),
+        ],
+        responses={204: None, 202: DeploymentSerializer, **errors(401, 403, 404, 409)},
     )
     def destroy(self, request, app=None, stage=None):
-        services.delete_stage(principal=principal_for(request), stage=self.get_object(), request=request)
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        deployment = services.delete_stage(
+            principal=principal_for(request), stage=self.get_object(), force=force, request=request
+        )
+        return _deleted_or_teardown(request, deployment)
 
 
 @extend_schema(parameters=[APP_PARAM, TEAM_PARAM])
@@ -413,3 +437,14 @@ class EnvVarViewSet(AppScopedMixin, viewsets.GenericViewSet):
     def destroy(self, request, app=None, id=None):
         services.delete_env_var(principal=principal_for(request), env_var=self.get_object(), request=request)
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+def _deleted_or_teardown(request, deployment) -> Response:
+    """204 when the object was deleted at once; 202 with the teardown deployment that takes it
+    down first (the object is deleted when it succeeds)."""
+    if deployment is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    body = DeploymentSerializer(
+        deployment_queryset().get(pk=deployment.pk), context={"request": request}
+    ).data
+    return Response(body, status=status.HTTP_202_ACCEPTED)

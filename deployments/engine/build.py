@@ -3,16 +3,18 @@ and taking a build over when the worker building it died."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Q
 from django.utils import timezone
 
 from controlplane.errors import DomainError
 
 from ..alerts import notify_deployment
-from ..builds import build_artifact
+from ..builds import BuildCancelled, build_artifact
 from ..choices import DeploymentStatus, EventLevel
 from ..events import log_event
 from ..models import Deployment, DeploymentEvent
@@ -34,8 +36,9 @@ def build_release(deployment: Deployment) -> bool:
     def emit(level: str, line: str) -> None:
         log_event(deployment_id=deployment.pk, level=level, step="build", message=line)
 
+    watch = CancelWatch(deployment.pk)
     try:
-        artifact = build_artifact(app=deployment.app, sha=deployment.ref, emit=emit)
+        artifact = build_artifact(app=deployment.app, sha=deployment.ref, emit=emit, cancel=watch.cancelled)
         release = create_release(
             app=deployment.app, stage=deployment.stage, artifact=artifact,
             commit={"sha": deployment.commit_sha, "branch": deployment.commit_branch,
@@ -43,11 +46,44 @@ def build_release(deployment: Deployment) -> bool:
                     "url": deployment.commit_url},
             created_by=deployment.triggered_by,
         )  # fmt: skip
+    except BuildCancelled as err:
+        log_event(deployment_id=deployment.pk, level=EventLevel.WARNING, step="build", message=err.detail)
+        states.cancel_queued(Q(deployment=deployment))
+        states.finish_if_done(deployment_id=deployment.pk)  # superseded (or cancelled)
+        return False
     except DomainError as err:
         fail_unstarted(deployment, f"Build failed: {err.detail}")
         return False
+    finally:
+        watch.stop()
     Deployment.objects.filter(pk=deployment.pk).update(release=release)
     return True
+
+
+class CancelWatch:
+    """While a deployment builds, reads its cancel flag every ``BUILD_CANCEL_POLL`` seconds on a
+    thread of its own and sets ``cancelled`` once it is saved (a cancel, or a newer deployment
+    of the stage superseding it), so the build is stopped at once, not when it ends."""
+
+    def __init__(self, deployment_id: int):
+        self.deployment_id = deployment_id
+        self.cancelled = threading.Event()
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"build-cancel-{deployment_id}", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.wait(settings.BUILD_CANCEL_POLL):
+                if Deployment.objects.filter(pk=self.deployment_id, cancel_requested=True).exists():
+                    self.cancelled.set()
+                    return
+        finally:
+            connection.close()  # this thread's own connection
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def build_last_alive(deployment: Deployment):

@@ -77,7 +77,7 @@ def claim(region_deployment_id: int) -> RegionDeployment | None:
             return None
     if cancelled:
         return rd
-    if started:
+    if started and rd.deployment.kind != DeploymentKind.TEARDOWN:
         notify_deployment(rd.deployment_id, "deploy_started")
     if stale and not due:
         log_event(

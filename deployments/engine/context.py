@@ -64,7 +64,7 @@ class RegionRun:
     rd: RegionDeployment
     loaded: Deployment | None = None  # the deployment, when the caller has it loaded already
     deployment: Deployment = field(init=False)
-    release: Release = field(init=False)
+    release: Release | None = field(init=False)  # None for a teardown
 
     def __post_init__(self) -> None:
         self.deployment = self.loaded or Deployment.objects.select_related(
@@ -74,15 +74,16 @@ class RegionRun:
         self.app = self.deployment.app
         self.stage = self.deployment.stage
         self.stage.app = self.app  # loaded with its team: nothing reads them again
-        if self.release.artifact_id:
+        if self.release is not None and self.release.artifact_id:
             self.release.artifact.app = self.app  # (its storage key names the team and the app)
         self.rollout: Rollout = rollout_of(self.stage)
         self.is_rollback = self.deployment.kind == DeploymentKind.ROLLBACK
+        self.is_teardown = self.deployment.kind == DeploymentKind.TEARDOWN
         self.region = self.rd.region
         self.code = self.region.code
         self.role = self.region.role_arn
         self.function = self.app.function_name
-        self.config = self.release.config
+        self.config = self.release.config if self.release is not None else {}  # (none: a teardown)
         self.api_id = ""
         self.endpoint = ""
         self.regional_domain: tuple[str, str] | None = None

@@ -22,7 +22,7 @@ from .build import build_release
 from .claim import Heartbeat, claim
 from .context import Park, RegionRun
 from .run import execute, run_all
-from .steps import alias, dns
+from .steps import alias, dns, teardown
 
 READY = "ready"  # step marker: the region was released to the workers (its wave started)
 
@@ -36,7 +36,11 @@ def start(deployment_id: int) -> None:
         states.cancel_queued(Q(deployment=deployment))
         states.finish_if_done(deployment_id=deployment_id)
         return
-    if deployment.release_id is None and not build_release(deployment):
+    if (
+        deployment.release_id is None
+        and deployment.kind != DeploymentKind.TEARDOWN
+        and not build_release(deployment)
+    ):
         return
     advance(deployment_id=deployment_id)
 
@@ -124,8 +128,8 @@ def advance(*, deployment_id: int) -> None:
     with transaction.atomic():
         deployment = Deployment.objects.select_for_update().select_related("stage").get(pk=deployment_id)
         rds = list(deployment.regions.select_related("region"))
-        if deployment.release_id is None:
-            return
+        if deployment.release_id is None and deployment.kind != DeploymentKind.TEARDOWN:
+            return  # (still building)
         if any(r.status == RegionStatus.RUNNING or (r.status == RegionStatus.QUEUED and r.step)
                for r in rds):  # fmt: skip
             return  # the current wave is still going
@@ -147,7 +151,8 @@ def advance(*, deployment_id: int) -> None:
                 r.status == RegionStatus.SUCCEEDED for r in rds
             ):
                 countdown = float(rollout.bake_s)
-    dns.publish(deployment)  # the wave's latency records, in one Route 53 change
+    if deployment.kind != DeploymentKind.TEARDOWN:
+        dns.publish(deployment)  # the wave's latency records, in one Route 53 change
     if to_start:
         if countdown:
             log_event(deployment_id=deployment_id, step="wave",
@@ -156,7 +161,9 @@ def advance(*, deployment_id: int) -> None:
         return
     if rollback:
         _roll_back_succeeded(deployment_id, rollback)
-    states.finish_if_done(deployment_id=deployment_id)
+    status = states.finish_if_done(deployment_id=deployment_id)
+    if status == DeploymentStatus.SUCCEEDED and deployment.kind == DeploymentKind.TEARDOWN:
+        teardown.complete(deployment_id)  # every region is down: the stage (or app) goes
 
 
 def _roll_back_succeeded(deployment_id: int, regions: list[RegionDeployment]) -> None:

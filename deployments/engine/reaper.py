@@ -7,7 +7,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentStatus, EventLevel, RegionStatus
+from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentKind, DeploymentStatus, EventLevel, RegionStatus
 from ..events import log_event
 from ..models import Deployment, RegionDeployment
 from . import dispatch, states
@@ -79,7 +79,7 @@ def reap() -> dict[str, int]:
     running = Deployment.objects.filter(status=DeploymentStatus.RUNNING, started_at__lt=grace)
     for deployment in running.prefetch_related("regions"):
         regions = list(deployment.regions.all())
-        if deployment.release_id is None:
+        if deployment.release_id is None and deployment.kind != DeploymentKind.TEARDOWN:
             _reap_build(deployment, counts)
         elif not any(r.status == RegionStatus.RUNNING or (r.status == RegionStatus.QUEUED and r.step)
                      for r in regions):  # fmt: skip

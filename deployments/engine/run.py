@@ -23,7 +23,7 @@ from ..events import log_event
 from ..models import Deployment, RegionDeployment
 from . import states
 from .context import Park, RegionRun, RetryLater, StepFailed
-from .steps import DEPLOY_STEPS, ROLLBACK_STEPS, SIDE_STEPS, STEPS, alias
+from .steps import DEPLOY_STEPS, ROLLBACK_STEPS, SIDE_STEPS, STEPS, TEARDOWN_STEPS, alias
 
 logger = logging.getLogger("controlplane.deployments")
 
@@ -31,6 +31,8 @@ TAKEN = "taken"  # the region is no longer this worker's (failed by the reaper, 
 
 
 def steps_of(run: RegionRun) -> tuple[str, ...]:
+    if run.is_teardown:
+        return TEARDOWN_STEPS
     return ROLLBACK_STEPS if run.is_rollback else DEPLOY_STEPS
 
 
@@ -149,7 +151,7 @@ def fail_policy(run: RegionRun, step: str) -> str:
     does), unless the stage's rollout says ``keep_failed``, or it has nothing to go back to (a
     first deploy), or it was a rollback (going back would restore what it rolled away from)."""
     steps = steps_of(run)
-    if steps.index(step) <= steps.index("alias"):
+    if run.is_teardown or steps.index(step) <= steps.index("alias"):
         return RegionStatus.FAILED
     stays = _why_it_stays(run)
     if stays and not (run.canary_active and run.rd.previous_version):

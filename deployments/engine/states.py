@@ -228,7 +228,9 @@ def finish_if_done(*, deployment_id: int) -> str | None:
         + ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in counts.items())
         + ".",
     )
-    if status == D.ROLLED_BACK or (deployment.kind == DeploymentKind.ROLLBACK and status == D.SUCCEEDED):
+    if deployment.kind == DeploymentKind.TEARDOWN:
+        event = ""  # (the audit log records a teardown; the stage's channels go with it)
+    elif status == D.ROLLED_BACK or (deployment.kind == DeploymentKind.ROLLBACK and status == D.SUCCEEDED):
         event = "rollback"  # the policy moved regions back, or a rollback did what it was asked
     elif status == D.SUCCEEDED:
         event = "deploy_succeeded"

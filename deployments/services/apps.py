@@ -22,10 +22,12 @@ from controlplane.models import Team
 from regions.models import AppRegion, Region, StagePlacement
 
 from ..choices import ACTIVE_DEPLOYMENT_STATUSES, LAMBDA_RUNTIMES
+from ..engine.removal import delete_app_rows, delete_stage_rows
 from ..env import EnvTooLarge, InvalidEnvVar, effective_env, env_key_problem
 from ..gitutil import repo_url_problem
 from ..models import App, Deployment, EnvVar, Stage, generate_webhook_secret
 from ..rollout import rollout_of, validate_rollout
+from . import teardown
 
 APP_FIELDS = (
     "name",
@@ -286,24 +288,36 @@ def update_app(*, principal: Principal | None, app: App, data: dict, request=Non
     return app
 
 
-def delete_app(*, principal: Principal | None, app: App, force: bool = False, request=None) -> None:
-    """Delete an app and everything recorded about it. AWS resources are not touched, so an app
-    live in any region is refused unless ``force``. Raises Forbidden (admin needed),
-    DeploymentInProgress, AppIsLive."""
+def delete_app(
+    *, principal: Principal | None, app: App, force: bool = False, request=None
+) -> Deployment | None:
+    """Delete an app and everything recorded about it. An app that still serves in any region
+    (or whose teardown failed) is refused with AppIsLive (409, naming the regions) unless
+    ``force``: then a ``teardown`` deployment takes every stage, the function and its API down
+    in every region and is returned; the app is deleted once it succeeds. Returns None when the
+    app was deleted at once. Raises Forbidden (admin needed), DeploymentInProgress."""
     require(principal, Role.ADMIN, app=app, stage=ALL_STAGES)
     with transaction.atomic():
+        running = teardown.active_teardown(app=app)
+        if running is not None and running.whole_app and force:
+            return running  # (a repeated forced delete follows the same teardown)
         _check_no_active_deployment(app=app)
-        live = sorted(
-            StagePlacement.objects.filter(placement__app=app)
-            .exclude(version="")
-            .values_list("placement__region__code", flat=True)
-            .distinct()
-        )
-        if live and not force:
+        live = teardown.live_regions(app=app)
+        marked = app.stages.filter(teardown_started_at__isnull=False).exists()
+        if (live or marked) and not force:
             raise AppIsLive(
-                f"The app is live in {', '.join(live)}; deleting it here leaves it running there. "
-                "Pass force=true to delete it anyway.",
+                (
+                    f"The app is live in {', '.join(live)}"
+                    if live
+                    else "The app's last teardown did not finish"
+                )
+                + "; deleting it here would leave it running there. Pass force=true to take it "
+                "down first (a teardown deployment), then delete it.",
                 extra={"regions": live},
+            )
+        if (live or marked) and app.placements.exists():
+            return teardown.start_teardown(
+                app=app, stage=None, principal=principal, live=live, request=request
             )
         audit.record(
             team=app.team,
@@ -313,11 +327,8 @@ def delete_app(*, principal: Principal | None, app: App, force: bool = False, re
             changes={"slug": app.slug, "live_regions": live},
             request=request,
         )
-        # Releases hold their artifacts and deployments their releases with PROTECT, so the
-        # rows go in dependency order rather than in one cascade.
-        app.deployments.all().delete()
-        app.releases.all().delete()
-        app.delete()
+        delete_app_rows(app)
+    return None
 
 
 def rotate_webhook_secret(*, principal: Principal | None, app: App, request=None) -> str:
@@ -427,12 +438,40 @@ def update_stage(*, principal: Principal | None, stage: Stage, data: dict, reque
     return stage
 
 
-def delete_stage(*, principal: Principal | None, stage: Stage, request=None) -> None:
-    """Delete a stage and its history. AWS resources (its alias, API stage, records) are not
-    touched. Raises Forbidden (admin needed), DeploymentInProgress."""
+def delete_stage(
+    *, principal: Principal | None, stage: Stage, force: bool = False, request=None
+) -> Deployment | None:
+    """Delete a stage and its history. A stage that still serves in any region (or whose
+    teardown failed) is refused with StageIsLive (409, naming the regions) unless ``force``:
+    then a ``teardown`` deployment takes its alias, versions, API stage, domain, DNS record and
+    health check down in every region (the function and API too when no other stage is left
+    there) and is returned; the stage is deleted once it succeeds. Returns None when the stage
+    was deleted at once. Raises Forbidden (admin needed), DeploymentInProgress."""
     require(principal, Role.ADMIN, app=stage.app, stage=stage.name)
     with transaction.atomic():
+        running = teardown.active_teardown(app=stage.app, stage=stage)
+        if running is not None and force:
+            return running  # (a repeated forced delete follows the same teardown)
         _check_no_active_deployment(app=stage.app, stage=stage)
+        if teardown.active_teardown(app=stage.app) is not None:
+            raise DeploymentInProgress("The app is being taken down; wait for its teardown to finish.")
+        live = teardown.live_regions(app=stage.app, stage=stage)
+        marked = stage.teardown_started_at is not None
+        if (live or marked) and not force:
+            raise teardown.StageIsLive(
+                (
+                    f"Stage '{stage.name}' is live in {', '.join(live)}"
+                    if live
+                    else f"The last teardown of stage '{stage.name}' did not finish"
+                )
+                + "; deleting it here would leave it running there. Pass force=true to take it "
+                "down first (a teardown deployment), then delete it.",
+                extra={"regions": live},
+            )
+        if (live or marked) and stage.app.placements.exists():
+            return teardown.start_teardown(
+                app=stage.app, stage=stage, principal=principal, live=live, request=request
+            )
         audit.record(
             team=stage.app.team,
             principal=principal,
@@ -441,9 +480,8 @@ def delete_stage(*, principal: Principal | None, stage: Stage, request=None) -> 
             changes={"name": stage.name},
             request=request,
         )
-        stage.deployments.all().delete()
-        stage.releases.all().delete()
-        stage.delete()
+        delete_stage_rows(stage)
+    return None
 
 
 # --- Env vars ---------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ..models import App, Artifact, Deployment, RegionDeployment, Release, Stage
 from ..rollout import rollout_of
 from ..selectors import current_release
 from .releases import intended_release, live_releases
+from .teardown import check_not_torn_down
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
@@ -94,6 +95,52 @@ def check_pinned(*, stage: Stage, force: bool, trigger: str) -> bool:
     )
 
 
+def lock_stage(stage: Stage) -> None:
+    """Hold ``stage``'s row lock until the transaction ends: deployments of one stage are
+    created one at a time (a no-op on SQLite, whose write transactions are serialized)."""
+    Stage.objects.select_for_update().filter(pk=stage.pk).values_list("pk", flat=True).first()
+
+
+def _answered_before(
+    *, app: App, stage: Stage, idempotency_key: str, fingerprint: str, ref: str, trigger: str,
+    kind: str, pinned_push: bool,
+) -> Deployment | None:  # fmt: skip
+    """The deployment an earlier request already made for this one (its ``reused`` set), or
+    None: the same ``Idempotency-Key`` within 24 h (IdempotencyKeyReused when it went with
+    another request), or a git push of the commit a deployment of the stage is already building
+    and shipping (a push delivered twice, or pushed to two remotes). Call it holding the
+    stage's lock."""
+    if idempotency_key:
+        existing = Deployment.objects.filter(app=app, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            if existing.created_at >= timezone.now() - IDEMPOTENCY_WINDOW:
+                if existing.request_fingerprint and existing.request_fingerprint != fingerprint:
+                    raise IdempotencyKeyReused(
+                        "This Idempotency-Key was used for a different request in the last 24 hours."
+                    )
+                existing.reused = True
+                return existing
+            # An expired key may be used again.
+            Deployment.objects.filter(pk=existing.pk).update(idempotency_key="")
+    if ref and trigger.startswith("webhook") and kind == DeploymentKind.DEPLOY and not pinned_push:
+        same = (
+            Deployment.objects.filter(
+                stage=stage,
+                kind=DeploymentKind.DEPLOY,
+                ref=ref,
+                status__in=ACTIVE_DEPLOYMENT_STATUSES,
+                cancel_requested=False,
+                triggered_by__startswith="webhook",
+            )
+            .order_by("-pk")
+            .first()
+        )
+        if same is not None:
+            same.reused = True
+            return same
+    return None
+
+
 def create_deployment(
     *,
     app: App,
@@ -126,6 +173,7 @@ def create_deployment(
     trigger = trigger or principal.label
     if artifact is None and not ref and release is None:
         raise NothingToDeploy("Give an artifact id or a git ref to build.")
+    check_not_torn_down(stage)
     if artifact is not None and artifact.app_id != app.pk:
         raise NothingToDeploy("That artifact belongs to another app.")
     if ref and not app.repo_url:
@@ -134,18 +182,6 @@ def create_deployment(
     fingerprint = _fingerprint(
         stage=stage.pk, artifact=getattr(artifact, "pk", None), ref=ref, commit=commit, kind=kind
     )
-    if idempotency_key:
-        existing = Deployment.objects.filter(app=app, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            if existing.created_at >= timezone.now() - IDEMPOTENCY_WINDOW:
-                if existing.request_fingerprint and existing.request_fingerprint != fingerprint:
-                    raise IdempotencyKeyReused(
-                        "This Idempotency-Key was used for a different request in the last 24 hours."
-                    )
-                return existing
-            # An expired key may be used again.
-            Deployment.objects.filter(pk=existing.pk).update(idempotency_key="")
-
     placements = list(
         app.placements.select_related("region").filter(region__enabled=True).order_by("region__code")
     )
@@ -155,24 +191,32 @@ def create_deployment(
         raise NoRegions("This app has no enabled regions to deploy to.")
 
     pinned_push = check_pinned(stage=stage, force=force, trigger=trigger)
-
-    if release is None and artifact is not None:
-        release = create_release(
-            app=app, stage=stage, artifact=artifact, commit=commit, created_by=principal.label
-        )
-    if release is not None:
-        commit = {
-            "sha": release.commit_sha,
-            "branch": release.commit_branch,
-            "message": release.commit_message,
-            "author": release.commit_author,
-            "url": release.commit_url,
-            **{k: v for k, v in commit.items() if v},
-        }
-
     born, region_status = states.born(recorded_only=pinned_push)
     try:
+        # The release and the deployment are one transaction, taken under the stage's lock: of
+        # concurrent identical requests one makes them, the others find its deployment once they
+        # hold the lock. (SQLite's write transactions begin IMMEDIATE, so they queue the same way.)
         with transaction.atomic():
+            lock_stage(stage)
+            earlier = _answered_before(
+                app=app, stage=stage, idempotency_key=idempotency_key, fingerprint=fingerprint,
+                ref=ref, trigger=trigger, kind=kind, pinned_push=pinned_push,
+            )  # fmt: skip
+            if earlier is not None:
+                return earlier
+            if release is None and artifact is not None:
+                release = create_release(
+                    app=app, stage=stage, artifact=artifact, commit=commit, created_by=principal.label
+                )
+            if release is not None:
+                commit = {
+                    "sha": release.commit_sha,
+                    "branch": release.commit_branch,
+                    "message": release.commit_message,
+                    "author": release.commit_author,
+                    "url": release.commit_url,
+                    **{k: v for k, v in commit.items() if v},
+                }
             deployment = Deployment.objects.create(
                 app=app,
                 stage=stage,
@@ -207,11 +251,14 @@ def create_deployment(
                 for p in placements
             )
     except IntegrityError:
-        # Two requests with one Idempotency-Key raced; the first one's answer stands.
+        # Two requests with one Idempotency-Key raced past the lock (a database without row
+        # locks); the release went with the rolled-back transaction and the first answer stands.
         existing = Deployment.objects.filter(app=app, idempotency_key=idempotency_key).first()
         if idempotency_key and existing is not None:
+            existing.reused = True
             return existing
         raise
+    deployment.reused = False
 
     what = _describe(deployment)
     if pinned_push:
@@ -386,23 +433,29 @@ def deploy_config(
 
     Raises NothingDeployed (409) when the stage never ran a release, StagePinned,
     IdempotencyKeyReused (the key went with another request)."""
-    if idempotency_key:
-        earlier = Deployment.objects.filter(
-            app=app, idempotency_key=idempotency_key, created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW
-        ).first()
-        if earlier is not None:
-            if earlier.kind != DeploymentKind.CONFIG or earlier.stage_id != stage.pk:
-                raise IdempotencyKeyReused(
-                    "This Idempotency-Key was used for a different request in the last 24 hours."
-                )
-            return earlier
-    source = intended_release(stage=stage)
-    if source is None:
-        raise NothingDeployed(
-            f"Stage '{stage.name}' has never been deployed. A config deployment re-ships the "
-            "stage's artifact with the current env and config: deploy an artifact or a git ref first."
-        )
     with transaction.atomic():
+        # Under the stage's lock, so concurrent requests with one key make one release between them.
+        lock_stage(stage)
+        if idempotency_key:
+            earlier = Deployment.objects.filter(
+                app=app,
+                idempotency_key=idempotency_key,
+                created_at__gte=timezone.now() - IDEMPOTENCY_WINDOW,
+            ).first()
+            if earlier is not None:
+                if earlier.kind != DeploymentKind.CONFIG or earlier.stage_id != stage.pk:
+                    raise IdempotencyKeyReused(
+                        "This Idempotency-Key was used for a different request in the last 24 hours."
+                    )
+                earlier.reused = True
+                return earlier
+        source = intended_release(stage=stage)
+        if source is None:
+            raise NothingDeployed(
+                f"Stage '{stage.name}' has never been deployed. A config deployment re-ships the "
+                "stage's artifact with the current env and config: deploy an artifact or a git ref "
+                "first."
+            )
         check_pinned(stage=stage, force=force, trigger=principal.label)
         release = create_release(
             app=app, stage=stage, artifact=source.artifact, commit=_commit_of(source),

@@ -2,6 +2,7 @@
 
 from .actions import (
     app_create,
+    app_delete,
     deploy,
     deployment_cancel,
     deployment_retry,
@@ -9,6 +10,7 @@ from .actions import (
     env_delete,
     env_edit,
     promote_stage,
+    stage_delete,
     stage_form,
     stage_rollback,
     stage_unpin,
@@ -19,6 +21,8 @@ from .pages import app_detail, app_list, deployment_detail, deployment_list, env
 
 __all__ = [
     "app_create",
+    "app_delete",
+    "stage_delete",
     "app_detail",
     "app_health_page",
     "app_list",

@@ -19,6 +19,7 @@ from .. import selectors
 from ..artifacts import store_artifact
 from ..models import App, Deployment, EnvVar, Release
 from ..services import apps as app_services
+from ..services import teardown
 from ..services.deployments import cancel_deployment, create_deployment, promote
 from ..services.rollback import rollback
 from .common import find_app, form_errors, page, refused
@@ -280,6 +281,76 @@ def deployment_retry(request: HttpRequest, pk: int) -> HttpResponse:
         refused(request, "Retry", exc)
         return redirect("ui:deployment", pk=old.pk)
     messages.success(request, f"Retrying release #{old.release.number} on {old.stage.name}.")
+    return redirect("ui:deployment", pk=deployment.pk)
+
+
+def _confirm_delete(request, *, obj: App, query: str, what: str, live: list[str], marked: bool, action: str):
+    return render(
+        request,
+        "deployments/confirm_delete.html",
+        {"app": obj, "team_query": query, "what": what, "live": live, "marked": marked, "action": action},
+    )
+
+
+@page("GET", "POST")
+def stage_delete(request: HttpRequest, app: str, stage: str) -> HttpResponse:
+    """Delete a stage (admins). GET asks to confirm, naming the regions it still serves in; a
+    live stage is refused unless "take it down first" is ticked: then a teardown deployment
+    takes it down in every region and the stage goes once it succeeds."""
+    principal = principal_for(request)
+    obj, query = find_app(request, app)
+    target = selectors.stage_for(app=obj, name=stage)
+    require(principal, Role.ADMIN, app=obj, stage=target.name)
+    live = teardown.live_regions(app=obj, stage=target)
+    if request.method == "GET":
+        return _confirm_delete(
+            request, obj=obj, query=query, what=f"stage {target.name}", live=live,
+            marked=target.teardown_started_at is not None,
+            action=reverse("ui:stage-delete", args=[obj.slug, target.name]) + query,
+        )  # fmt: skip
+    try:
+        deployment = app_services.delete_stage(
+            principal=principal, stage=target, force=request.POST.get("force") == "on", request=request
+        )
+    except DomainError as exc:
+        refused(request, f"Deleting stage {target.name}", exc)
+        return redirect(_app_url(obj, query))
+    if deployment is None:
+        messages.success(request, f"Stage {target.name} deleted.")
+        return redirect(_app_url(obj, query))
+    messages.success(
+        request, f"Taking stage {target.name} down in every region; it is deleted once that succeeds."
+    )
+    return redirect("ui:deployment", pk=deployment.pk)
+
+
+@page("GET", "POST")
+def app_delete(request: HttpRequest, app: str) -> HttpResponse:
+    """Delete an app (admins), as :func:`stage_delete` does a stage: every stage, the function
+    and its API are taken down first when "take it down first" is ticked."""
+    principal = principal_for(request)
+    obj, query = find_app(request, app)
+    require(principal, Role.ADMIN, app=obj)
+    live = teardown.live_regions(app=obj)
+    if request.method == "GET":
+        return _confirm_delete(
+            request, obj=obj, query=query, what=f"app {obj.slug}", live=live,
+            marked=obj.stages.filter(teardown_started_at__isnull=False).exists(),
+            action=reverse("ui:app-delete", args=[obj.slug]) + query,
+        )  # fmt: skip
+    try:
+        deployment = app_services.delete_app(
+            principal=principal, app=obj, force=request.POST.get("force") == "on", request=request
+        )
+    except DomainError as exc:
+        refused(request, f"Deleting app {obj.slug}", exc)
+        return redirect(_app_url(obj, query))
+    if deployment is None:
+        messages.success(request, f"App {obj.slug} deleted.")
+        return redirect("ui:home")
+    messages.success(
+        request, f"Taking app {obj.slug} down in every region; it is deleted once that succeeds."
+    )
     return redirect("ui:deployment", pk=deployment.pk)
 
 

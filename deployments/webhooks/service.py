@@ -258,17 +258,22 @@ def deploy_push(
             results.append({**item, "outcome": "failed", "code": err.code, "detail": err.detail})
             continue
         pinned = deployment.status == DeploymentStatus.CANCELLED
+        if pinned:
+            extra = {"detail": f"Stage '{stage.name}' is pinned: the push was recorded, nothing started."}
+        elif getattr(deployment, "reused", False):
+            extra = {
+                "detail": f"Deployment {deployment.pk} already ships {push.after[:7]} to this stage; "
+                "no second one was started."
+            }
+        else:
+            extra = {}
         results.append(
             {
                 **item,
                 "outcome": WebhookOutcome.PINNED.value if pinned else "queued",
                 "deployment": deployment.pk,
                 "url": _absolute(request, reverse("deployment-detail", args=[deployment.pk])),
-                **(
-                    {"detail": f"Stage '{stage.name}' is pinned: the push was recorded, nothing started."}
-                    if pinned
-                    else {}
-                ),
+                **extra,
             }
         )
     queued = [r for r in results if r["outcome"] == "queued"]

@@ -9,6 +9,8 @@ from datetime import datetime
 from .session import aws_errors, client
 
 _USABLE = ("ISSUED", "PENDING_VALIDATION")
+# Certificates this control plane requested carry this tag: only those are ever deleted by it.
+MANAGED_TAG = {"Key": "managed-by", "Value": "controlplane"}
 
 
 def covers(name: str, domain: str) -> bool:
@@ -47,7 +49,7 @@ def request_certificate(region: str, domain: str, *, role_arn: str = "") -> str:
     the request within the hour returns the same certificate (idempotency token)."""
     token = hashlib.sha256(domain.lower().encode()).hexdigest()[:32]
     response = client("acm", region, role_arn=role_arn).request_certificate(
-        DomainName=domain, ValidationMethod="DNS", IdempotencyToken=token
+        DomainName=domain, ValidationMethod="DNS", IdempotencyToken=token, Tags=[MANAGED_TAG]
     )
     return response["CertificateArn"]
 
@@ -100,3 +102,28 @@ def describe(region: str, certificate_arn: str, *, role_arn: str = "") -> Certif
         created_at=certificate.get("CreatedAt"),
         reason=certificate.get("FailureReason", ""),
     )
+
+
+@aws_errors
+def delete_managed_certificates(region: str, domain: str, *, role_arn: str = "") -> list[str]:
+    """Delete the certificates for exactly ``domain`` that this control plane requested (tagged
+    ``MANAGED_TAG``) and nothing uses any more; returns their ARNs. A certificate someone else
+    made, or one still in use, is left alone."""
+    acm = client("acm", region, role_arn=role_arn)
+    deleted = []
+    for page in acm.get_paginator("list_certificates").paginate():
+        for summary in page.get("CertificateSummaryList", []):
+            if summary.get("DomainName", "").lower().rstrip(".") != domain.lower().rstrip("."):
+                continue
+            arn = summary["CertificateArn"]
+            tags = acm.list_tags_for_certificate(CertificateArn=arn).get("Tags", [])
+            if MANAGED_TAG not in tags:
+                continue
+            if acm.describe_certificate(CertificateArn=arn)["Certificate"].get("InUseBy"):
+                continue
+            try:
+                acm.delete_certificate(CertificateArn=arn)
+            except acm.exceptions.ResourceNotFoundException:
+                continue
+            deleted.append(arn)
+    return deleted

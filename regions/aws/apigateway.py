@@ -302,3 +302,50 @@ def ensure_base_path_mapping(
         operations.append({"op": "replace", "path": "/stage", "value": stage})
     if operations:
         api.update_base_path_mapping(domainName=domain, basePath=wanted_path, patchOperations=operations)
+
+
+@aws_errors
+def find_rest_api(region: str, name: str, *, role_arn: str = "") -> str | None:
+    """The id of the REST API called ``name`` (the oldest if several), or None."""
+    found = [
+        item
+        for page in _api(region, role_arn)
+        .get_paginator("get_rest_apis")
+        .paginate(PaginationConfig={"PageSize": 500})
+        for item in page.get("items", [])
+        if item.get("name") == name
+    ]
+    return min(found, key=lambda item: item.get("createdDate") or 0)["id"] if found else None
+
+
+@aws_errors
+def delete_stage(region: str, rest_api_id: str, stage: str, *, role_arn: str = "") -> bool:
+    """Delete ``stage`` of the API; False when it (or the API) was already gone."""
+    api = _api(region, role_arn)
+    try:
+        api.delete_stage(restApiId=rest_api_id, stageName=stage)
+    except api.exceptions.NotFoundException:
+        return False
+    return True
+
+
+@aws_errors
+def delete_rest_api(region: str, rest_api_id: str, *, role_arn: str = "") -> bool:
+    """Delete the REST API with its stages and deployments; False when it was already gone."""
+    api = _api(region, role_arn)
+    try:
+        api.delete_rest_api(restApiId=rest_api_id)
+    except api.exceptions.NotFoundException:
+        return False
+    return True
+
+
+@aws_errors
+def delete_custom_domain(region: str, domain: str, *, role_arn: str = "") -> bool:
+    """Delete custom domain ``domain`` and its base path mappings; False when it was already gone."""
+    api = _api(region, role_arn)
+    try:
+        api.delete_domain_name(domainName=domain)
+    except api.exceptions.NotFoundException:
+        return False
+    return True

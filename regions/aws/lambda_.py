@@ -514,3 +514,26 @@ def ensure_invoke_permission(
         )
     except lam.exceptions.ResourceConflictException:
         return  # added by someone else between our read and our write
+
+
+@aws_errors
+def delete_alias(region: str, name: str, alias: str, *, role_arn: str = "") -> bool:
+    """Delete alias ``alias`` of ``name``; False when it (or the function) was already gone."""
+    lam = _lambda(region, role_arn)
+    try:
+        lam.delete_alias(FunctionName=name, Name=alias)
+    except lam.exceptions.ResourceNotFoundException:
+        return False
+    return True
+
+
+@aws_errors
+def delete_function(region: str, name: str, *, role_arn: str = "") -> bool:
+    """Delete function ``name`` with every version, alias and permission it has; False when it was
+    already gone."""
+    lam = _lambda(region, role_arn)
+    try:
+        lam.delete_function(FunctionName=name)
+    except lam.exceptions.ResourceNotFoundException:
+        return False
+    return True

@@ -403,7 +403,7 @@ def test_deployer_cannot_delete_an_app(api_for, team, app):
     assert App.objects.filter(pk=app.pk).exists()
 
 
-def test_deleting_a_live_app_needs_force(api_for, team, app):
+def test_deleting_a_live_app_needs_force_and_force_takes_it_down_first(api_for, team, app):
     prod = StageFactory(app=app, name="production")
     StagePlacement.objects.create(
         placement=AppRegion.objects.get(app=app, region__code="us-east-1"), stage=prod, version="1"
@@ -415,8 +415,9 @@ def test_deleting_a_live_app_needs_force(api_for, team, app):
 
     assert refused.status_code == 409 and refused.json()["code"] == "app_is_live"
     assert refused.json()["regions"] == ["us-east-1"]
-    assert forced.status_code == 204
-    assert not App.objects.filter(pk=app.pk).exists()
+    # Forced, it is taken down first: a teardown deployment to follow; the app stays until then.
+    assert forced.status_code == 202 and forced.json()["kind"] == "teardown"
+    assert App.objects.filter(pk=app.pk).exists()
 
 
 def test_an_app_with_a_running_deployment_cannot_be_deleted(api_for, team, app):

@@ -15,6 +15,7 @@ import json
 import os
 import subprocess
 import tempfile
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -26,7 +27,7 @@ from moto.codebuild.models import CodeBuildBackend
 from moto.codebuild.responses import CodeBuildResponse
 
 from deployments import artifacts
-from deployments.builds import BuildFailed, build_artifact
+from deployments.builds import BuildCancelled, BuildFailed, build_artifact
 from regions.aws import session
 from tests.factories import AppFactory
 from tests.support.gitrepo import GitRepo
@@ -216,3 +217,24 @@ def test_a_codebuild_build_past_the_time_limit_is_stopped(app, codebuild, settin
     assert "ran past the 3 s limit" in failure.value.detail and "was stopped" in failure.value.detail
     assert "started" in failure.value.detail  # the log's tail
     assert len(codebuild.stopped) == 1
+
+
+def test_a_cancelled_deployment_stops_its_running_codebuild_build(app, codebuild):
+    codebuild.endless = True
+    sha = app.repo.commit({"app.py": HANDLER}, "Superseded")
+    app.build_command = "echo started"
+    app.save()
+    cancel = threading.Event()
+
+    def emit(level, line):
+        if line.startswith("CodeBuild build"):  # it runs: a newer push supersedes it now
+            cancel.set()
+
+    with pytest.raises(BuildCancelled) as stopped:
+        build_artifact(app=app, sha=sha, emit=emit, cancel=cancel)
+
+    assert "cancelled or superseded" in stopped.value.detail and "was stopped" in stopped.value.detail
+    assert len(codebuild.stopped) == 1  # StopBuild was called for it
+    build_id = next(iter(codebuild.stopped))
+    build = boto3.client("codebuild", region_name=REGION).batch_get_builds(ids=[build_id])["builds"][0]
+    assert build["buildStatus"] == "STOPPED"
