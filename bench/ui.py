@@ -106,8 +106,9 @@ def populate(*, apps: int, deployments: int, probes: int) -> dict:
         )
         cur.execute(
             f"INSERT INTO {table(RegionDeployment)} (deployment_id, region_id, status, wave, version,"  # noqa: S608
-            " previous_version, step, attempts, error, error_code, started_at, finished_at)"
-            " SELECT d.id, g.id, 'succeeded', 0, '1', '', 'prune', 1, '', '', d.started_at, d.finished_at"
+            " previous_version, step, attempts, error, error_code, started_at, finished_at, dns_record)"
+            " SELECT d.id, g.id, 'succeeded', 0, '1', '', 'prune', 1, '', '', d.started_at, d.finished_at,"
+            " '{}'"
             f" FROM {table(Deployment)} d CROSS JOIN {table(Region)} g"
         )
         # Each stage serves its newest release everywhere.

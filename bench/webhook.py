@@ -98,7 +98,9 @@ def stages_of(deployment_id: int, t0: float) -> dict[str, float]:
     return {name: (at - t0) * 1000 for name, at in out.items()}
 
 
-def run_variant(name: str, stack: Stack, web: Web, meter: Meter, deliver, count: int) -> dict:
+def run_variant(
+    name: str, stack: Stack, web: Web, meter: Meter, deliver, count: int, *, show_log: bool = False
+) -> dict:
     """``deliver(n)`` prepares delivery n and returns ``send()``, which makes the request and
     returns the deployment id. Runs ``count`` of them (after one warm-up) and prints the figures."""
     from deployments.choices import DeploymentStatus
@@ -119,7 +121,8 @@ def run_variant(name: str, stack: Stack, web: Web, meter: Meter, deliver, count:
         stages = stages_of(deployment_id, t0)
         stages["answered"] = (answered - t0) * 1000
         stages["first AWS call"] = (first["at"] - t0) * 1000
-        rows.append({"ms": stages["first AWS call"], "stages": stages, "call": first["call"],
+        rows.append({"ms": stages["first AWS call"], "stages": stages, "call": first["call"], "t0": t0,
+                     "deployment": deployment_id,
                      "cpu": {k: after[k] - before[k] for k in after}})  # fmt: skip
     walls = sorted(r["ms"] for r in rows)
     p95 = walls[min(len(walls) - 1, max(0, round(len(walls) * 0.95) - 1))]
@@ -138,8 +141,35 @@ def run_variant(name: str, stack: Stack, web: Web, meter: Meter, deliver, count:
     print("  CPU ms per delivery (median, delivery -> first call): "
           + ", ".join(f"{k} {v:.0f}" for k, v in cpu.items()))  # fmt: skip
     print(f"  first call: {rows[0]['call']}")
+    if show_log:
+        median = sorted(rows, key=lambda r: r["ms"])[len(rows) // 2]
+        print_log(median["deployment"], median["t0"], median["ms"])
     result["cpu"] = cpu
     return result
+
+
+def print_log(deployment_id: int, t0: float, first_ms: float) -> None:
+    """The deployment log of one delivery, each line at its ms from the delivery."""
+    from deployments.models import DeploymentEvent
+
+    print(f"  the median delivery's log (deployment {deployment_id}; first AWS call at {first_ms:.0f} ms):")
+    for event in DeploymentEvent.objects.filter(deployment_id=deployment_id).order_by("seq")[:40]:
+        print(f"    {(event.created_at.timestamp() - t0) * 1000:7.0f}  [{event.step}] {event.message[:100]}")
+
+
+def broker_round_trip(stack: Stack, count: int) -> None:
+    """The floor of every hop through the queue: a no-op task (``workers.ping``) sent to the
+    worker and its answer read back (the broker both ways, and the result store)."""
+    from workers.tasks import ping
+
+    walls = []
+    for _ in range(count + 1):
+        started = time.perf_counter()
+        ping.apply_async(queue=stack.worker.queue).get(timeout=30)
+        walls.append((time.perf_counter() - started) * 1000)
+    walls = sorted(walls[1:])
+    print(f"\nbroker round trip (a no-op task there and its result back), {count} times: "
+          f"p50 {statistics.median(walls):.1f} ms, max {walls[-1]:.1f} ms")  # fmt: skip
 
 
 def main() -> int:
@@ -149,6 +179,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="10 deliveries per variant")
     parser.add_argument("--strict", action="store_true", help="exit 1 when the target is missed")
     parser.add_argument("--port", type=int, default=24180)
+    parser.add_argument("--show-log", action="store_true", help="print the median delivery's log, timed")
     args = parser.parse_args()
     if args.quick:
         args.deliveries = min(args.deliveries, 10)
@@ -208,9 +239,26 @@ def main() -> int:
                 return send
 
             count = args.deliveries
+            broker_round_trip(stack, 20)
             results = [
-                run_variant("push, build command `true` in the sandbox", stack, web, meter, push, count),
-                run_variant("uploaded artifact (deploy request)", stack, web, meter, artifact, count),
+                run_variant(
+                    "push, build command `true` in the sandbox",
+                    stack,
+                    web,
+                    meter,
+                    push,
+                    count,
+                    show_log=args.show_log,
+                ),
+                run_variant(
+                    "uploaded artifact (deploy request)",
+                    stack,
+                    web,
+                    meter,
+                    artifact,
+                    count,
+                    show_log=args.show_log,
+                ),
             ]
         finally:
             web.stop()

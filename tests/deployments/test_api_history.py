@@ -190,3 +190,24 @@ def test_a_log_page_after_a_seq_shows_each_line_as_before(api_for, team, history
     assert page["results"][1]["region"] is None and page["results"][1]["duration_ms"] == 12
     assert page["last_seq"] == 15
     assert len(statements) <= 5
+
+
+@pytest.mark.django_db(transaction=True)
+def test_shas_written_in_capitals_before_are_lowercased_by_the_migration():
+    from django.db.migrations.executor import MigrationExecutor
+
+    executor = MigrationExecutor(connection)
+    executor.migrate([("deployments", "0010_history_indexes")])
+    old = executor.loader.project_state([("deployments", "0010_history_indexes")]).apps
+    team = old.get_model("controlplane", "Team").objects.create(slug="old", name="Old")
+    app = old.get_model("deployments", "App").objects.create(team=team, slug="old", runtime="python3.12")
+    stage = old.get_model("deployments", "Stage").objects.create(app=app, name="production")
+    old.get_model("deployments", "Deployment").objects.create(
+        app=app, stage=stage, commit_sha="ABCDEF0123456789ABCDEF0123456789ABCDEF01", triggered_by="t"
+    )
+
+    executor = MigrationExecutor(connection)
+    executor.loader.build_graph()
+    executor.migrate(executor.loader.graph.leaf_nodes())
+
+    assert Deployment.objects.get(app__slug="old").commit_sha == "abcdef0123456789abcdef0123456789abcdef01"
