@@ -208,12 +208,11 @@ def test_every_page_keeps_the_content_security_policy(open_browser, console_erro
             expect(page.locator("svg.chart rect.fail").first).to_be_attached()
         if path.startswith("/deployments/"):
             expect(page.locator("#log-lines tr").first).to_be_visible()
-            page.select_option("#log-level", "error")  # the filters run from ui.js
-            page.locator("#log-level").press("Enter")  # the filter form is never sent
-            assert page.url.endswith(path)
+            page.select_option("#log-level", "error")  # the filters run from ui.js: info lines hide
+            expect(page.locator("#log-lines tr:not(.hidden-by-filter)")).to_have_count(0)
         if path == "/api/docs/":
             # Swagger UI rendered the operations: its start-up script (a file) ran under the policy.
-            expect(page.locator(".opblock").first).to_be_visible()
+            expect(page.locator(".opblock").first).to_be_visible(timeout=30000)
         assert console_errors.csp_violations == [], path
 
     # The listener does see a violation: an injected inline handler is blocked and reported.
