@@ -8,6 +8,7 @@ SQLite in the data folder, a filesystem Celery broker, a local AWS emulator. Pro
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -98,6 +99,8 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",  # Swagger UI's files, served by us: /api/docs/ needs no CDN
+    "axes",  # failed sign-ins (controlplane/signin.py)
+    "csp",  # the Content-Security-Policy header
     "controlplane",
     "regions",
     "deployments",
@@ -114,6 +117,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "axes.middleware.AxesMiddleware",  # last, as axes requires
 ]
 
 ROOT_URLCONF = "controlplane.urls"
@@ -178,6 +183,37 @@ STORAGES = {
 
 LOGIN_URL = "ui:login"
 LOGIN_REDIRECT_URL = "ui:home"
+
+# --- Content-Security-Policy (django-csp) ----------------------------------------------------
+# Every page's scripts and styles are files served from here: no inline <script>, <style> or
+# style="..." (the UI's templates keep none), so an injected one never runs. data: images are
+# Swagger UI's icons (/api/docs/, whose start-up script is a file too: SpectacularSwaggerSplitView).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
+
+# --- Sign-in attempts (django-axes; see controlplane/signin.py) ------------------------------
+AUTHENTICATION_BACKENDS = [
+    "controlplane.signin.SignInAttemptsBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failures before sign-ins stop, counted per username from one address and per address.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"], "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "controlplane.signin.lockout_response"
+AXES_CLIENT_IP_CALLABLE = "controlplane.audit.client_ip"  # the address the audit log records
+AXES_DISABLE_ACCESS_LOG = True  # successful sign-ins are not kept row by row; failures are
 
 # --- Security (production) ------------------------------------------------------------------
 if PRODUCTION:
@@ -407,5 +443,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"botocore": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
+    "loggers": {
+        "botocore": {"level": "WARNING"},
+        "urllib3": {"level": "WARNING"},
+        "axes.apps": {"level": "WARNING"},  # its start-up banner, printed by every manage.py command
+    },
 }

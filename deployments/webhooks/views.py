@@ -39,7 +39,10 @@ class WebhookAnswerSerializer(serializers.Serializer):
 
 def _errors() -> dict:
     return {
-        400: OpenApiResponse(ErrorSerializer, description="The body is not a JSON object, or not a push"),
+        400: OpenApiResponse(
+            ErrorSerializer,
+            description="The body is not a JSON object, or not a push, or a field holds a NUL",
+        ),
         401: OpenApiResponse(ErrorSerializer, description="Missing or wrong signature/token"),
         413: OpenApiResponse(ErrorSerializer, description="Body over 5 MB"),
     }

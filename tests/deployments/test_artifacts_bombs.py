@@ -3,6 +3,7 @@ on the total, on the entries and on the compression ratio, and never holds or wr
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import struct
@@ -100,7 +101,7 @@ def test_a_zip_under_declaring_its_sizes_is_refused_413_naming_the_limit(deploye
     assert "data.bin" in body["detail"] and "zip bomb" in body["detail"]
     assert not Artifact.objects.exists()
     assert not list((settings.DATA_DIR / "tmp").iterdir()), "the spooled upload is removed"
-    assert not (settings.ARTIFACT_DIR / "acme").exists()
+    assert not (settings.ARTIFACT_DIR / "acme" / "shop" / f"{hashlib.sha256(bomb).hexdigest()}.zip").exists()
 
 
 def test_the_unzipped_cap_counts_real_bytes_not_declared_ones(deployer, app, monkeypatch):

@@ -41,14 +41,29 @@ def chromium():
             os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
+# Every Content-Security-Policy violation (an inline script or style the policy blocked) becomes a
+# console error, so no test passes with one. Playwright injects this outside the page's policy.
+CSP_LISTENER = """
+document.addEventListener("securitypolicyviolation", function (e) {
+  console.error("CSP violation: " + e.effectiveDirective + " blocked " + (e.blockedURI || "inline")
+    + " at " + e.sourceFile + ":" + e.lineNumber + " (" + (e.sample || "") + ")");
+});
+"""
+
+
 class ConsoleErrors(list):
-    """Console errors and uncaught exceptions of every page a test opened."""
+    """Console errors, uncaught exceptions and CSP violations of every page a test opened."""
 
     def watch(self, page) -> None:
+        page.add_init_script(CSP_LISTENER)
         page.on(
             "console", lambda msg: self.append(f"{page.url}: {msg.text}") if msg.type == "error" else None
         )
         page.on("pageerror", lambda exc: self.append(f"{page.url}: {exc}"))
+
+    @property
+    def csp_violations(self) -> list[str]:
+        return [e for e in self if "CSP violation" in e]
 
 
 @pytest.fixture

@@ -1,17 +1,21 @@
 """The team web UI in a real browser (headless chromium): sign in, create an app and a stage,
 upload and deploy while the log follows live, roll back to a chosen release, edit a secret env
-var, what a viewer sees, 390 px wide pages, and no console errors anywhere."""
+var, what a viewer sees, 390 px wide pages, the Content-Security-Policy on every page (the API docs
+and the Django admin too), and no console errors or CSP violations anywhere."""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
+from django.utils import timezone
 from playwright.sync_api import expect
 
 from controlplane.choices import Role
 from deployments.choices import DeploymentKind, DeploymentStatus
 from deployments.models import App, Deployment, EnvVar, Stage
+from regions.models import Probe, StagePlacement
 from tests.deployments.ui_support import ship
 from tests.factories import (
     AppFactory,
@@ -156,3 +160,68 @@ def test_a_viewer_sees_no_buttons_and_every_main_page_fits_390px(open_browser, c
         buttons = page.locator("main button, main .btn-primary, main .btn-danger")
         texts = [t.strip() for t in buttons.all_inner_texts()]
         assert not [t for t in texts if t not in ("Filter",)], f"{path} shows {texts} to a viewer"
+
+
+def _probe_history(app) -> None:
+    """An hour of probes of the app's us-east-1 placement, the last three failed: a chart with a
+    line and failure bars on the health page."""
+    sp = StagePlacement.objects.get(stage__app=app, placement__region__code="us-east-1")
+    now = timezone.now()
+    Probe.objects.bulk_create(
+        Probe(
+            stage_placement=sp, ok=i >= 3, status_code=200 if i >= 3 else None, latency_ms=40.0 + i % 5,
+            error="" if i >= 3 else "timed out", created_at=now - timedelta(minutes=i, seconds=1),
+        )
+        for i in range(60)
+    )  # fmt: skip
+
+
+def test_every_page_keeps_the_content_security_policy(open_browser, console_errors, team, shop):
+    admin = member(team, Role.ADMIN, "root")
+    admin.is_staff = admin.is_superuser = True
+    admin.save()
+    deployment = ship(shop)
+    _probe_history(shop)
+    env = EnvVar.objects.get(app=shop, key="GREETING")
+    page = open_browser(admin)  # the login page was the first under the policy
+    paths = [
+        "/", "/apps/new/", "/apps/shop/", "/apps/shop/env/", f"/apps/shop/env/{env.pk}/",
+        "/apps/shop/deployments/", "/apps/shop/health/", "/apps/shop/stages/new/",
+        "/apps/shop/stages/production/", f"/deployments/{deployment.pk}/",
+        "/team/channels/", "/team/audit/", "/team/tokens/",
+        "/api/docs/",
+        "/admin/", "/admin/deployments/app/", f"/admin/deployments/app/{shop.pk}/change/",
+        "/admin/deployments/app/add/", "/admin/deployments/envvar/", "/admin/auth/user/",
+    ]  # fmt: skip
+    for path in paths:
+        response = page.goto(path)
+        assert response.status == 200, path
+        policy = response.headers["content-security-policy"]
+        for directive in (
+            "default-src 'self'", "script-src 'self'", "style-src 'self'", "object-src 'none'",
+            "base-uri 'self'", "form-action 'self'", "frame-ancestors 'none'",
+        ):  # fmt: skip
+            assert directive in policy, f"{path}: {policy}"
+        assert "unsafe-inline" not in policy, f"{path}: {policy}"
+        if path == "/apps/shop/health/":
+            expect(page.locator("svg.chart polyline").first).to_be_visible()
+            expect(page.locator("svg.chart rect.fail").first).to_be_attached()
+        if path.startswith("/deployments/"):
+            expect(page.locator("#log-lines tr").first).to_be_visible()
+            page.select_option("#log-level", "error")  # the filters run from ui.js: info lines hide
+            expect(page.locator("#log-lines tr:not(.hidden-by-filter)")).to_have_count(0)
+        if path == "/api/docs/":
+            # Swagger UI rendered the operations: its start-up script (a file) ran under the policy.
+            expect(page.locator(".opblock").first).to_be_visible(timeout=30000)
+        assert console_errors.csp_violations == [], path
+
+    # The listener does see a violation: an injected inline handler is blocked and reported.
+    page.goto("/apps/shop/")
+    with page.expect_console_message(lambda msg: "CSP violation" in msg.text):
+        page.evaluate(
+            """document.body.insertAdjacentHTML("beforeend",
+            '<img src="/static/deployments/favicon.svg" onload="window.injected = 1">')"""
+        )
+    assert page.evaluate("window.injected") is None
+    assert any("script-src" in v for v in console_errors.csp_violations), console_errors
+    console_errors.clear()

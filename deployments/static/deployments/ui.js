@@ -63,6 +63,9 @@
     });
   }
   [regionFilter, levelFilter].forEach(function (el) { if (el) el.addEventListener("change", applyFilters); });
+  // The filters apply as they change; the form is never sent (Enter in it would reload the page).
+  var filterForm = document.getElementById("log-filters");
+  if (filterForm) filterForm.addEventListener("submit", function (event) { event.preventDefault(); });
 
   function seconds(start, end) {
     if (!start) return "";
