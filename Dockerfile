@@ -43,4 +43,7 @@ RUN CONTROLPLANE_ENV=production \
 USER controlplane
 EXPOSE 8000
 
-CMD ["gunicorn", "controlplane.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# Threaded workers: a CLI following a deploy holds a request open while it long-polls the log
+# (GET .../events/?wait=), which would take a whole process from a sync worker.
+CMD ["gunicorn", "controlplane.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
+     "--worker-class", "gthread", "--threads", "8", "--access-logfile", "-"]

@@ -65,11 +65,15 @@ class Web:
 
     def __init__(self, port: int) -> None:
         self.url = f"http://127.0.0.1:{port}"
+        self.log = Path(tempfile.mkstemp(prefix="cli-bench-requests-", suffix=".jsonl")[1])
+        self.read_upto = 0
         env = {**os.environ, "DJANGO_SETTINGS_MODULE": "tests.settings", "CONTROLPLANE_TEST_WORKER": "1",
-               "CONTROLPLANE_TEST_RUN": RUN}  # fmt: skip
+               "CONTROLPLANE_TEST_RUN": RUN, "BENCH_REQUEST_LOG": str(self.log)}  # fmt: skip
+        # As the image runs it (threaded workers), plus a hook logging each request's CPU time.
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "controlplane.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "2", "--threads", "8", "--log-level", "warning"],
+             "--workers", "2", "--worker-class", "gthread", "--threads", "8", "--log-level", "warning",
+             "-c", str(ROOT / "bench" / "gunicorn_timing.py")],
             cwd=ROOT, env=env,
         )  # fmt: skip
         deadline = time.monotonic() + 60
@@ -81,9 +85,29 @@ class Web:
                 time.sleep(0.1)
         raise RuntimeError("gunicorn did not answer")
 
+    def requests(self) -> list[dict]:
+        """The requests served since the last call: method, path, status, wall_ms, cpu_ms."""
+        with self.log.open() as f:
+            f.seek(self.read_upto)
+            lines = f.read()
+            self.read_upto = f.tell()
+        return [json.loads(line) for line in lines.splitlines() if line.strip()]
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=15)
+        self.log.unlink(missing_ok=True)
+
+
+def kind_of(request: dict) -> str:
+    """``POST artifacts``, ``GET events (long-poll)``...: what a request was, without ids."""
+    parts = [p for p in request["path"].split("/") if p and not p.isdigit()]
+    name = f"{request['method']} {parts[-1] if parts else '/'}"
+    if parts and parts[-1] == "deployments" and request["method"] == "GET":
+        name = "GET deployment"
+    if "wait=" in (request.get("query") or ""):
+        name += " (long-poll)"
+    return name
 
 
 def cli_env(url: str, token: str) -> dict[str, str]:
@@ -117,7 +141,10 @@ def bench_deploy(stack, web, token, app, repeat: int) -> None:
         startup.append(timed(lambda: subprocess.run(version, env=env, capture_output=True, check=True))[0])  # noqa: B023
     rows = []
     requests_ms: dict[str, list[float]] = {}
+    served: dict[str, list[dict]] = {}
+    web_cpu_per_deploy = []
     for n in range(repeat + 1):  # the first is a warm-up
+        web.requests()
         src = source_dir(n)
         cpu_before = children_cpu()
         argv = [sys.executable, "-m", "controlplane_cli", "deploy", str(src), "--app", app.slug,
@@ -131,11 +158,21 @@ def bench_deploy(stack, web, token, app, repeat: int) -> None:
         own = (d.finished_at - d.created_at).total_seconds()
         before_start = (d.created_at - began).total_seconds()  # start-up, zip, upload, create
         after_end = (ended - d.finished_at).total_seconds()  # seeing the end, the last reads, exit
+        handled = web.requests()
         if n:
             rows.append((wall, own, wall - own, cli_cpu, before_start, after_end))
             for line in done.stderr.splitlines():
                 if "POST" in line:
                     requests_ms.setdefault(line.split()[2], []).append(float(line.split()[-2]))
+            per_kind: dict[str, dict] = {}
+            for r in handled:
+                k = per_kind.setdefault(kind_of(r), {"n": 0, "cpu_ms": 0.0, "wall_ms": 0.0})
+                k["n"] += 1
+                k["cpu_ms"] += r["cpu_ms"]
+                k["wall_ms"] += r["wall_ms"]
+            for kind, k in per_kind.items():
+                served.setdefault(kind, []).append(k)
+            web_cpu_per_deploy.append(sum(r["cpu_ms"] for r in handled))
     print(f"CLI start-up (controlplane --version): {statistics.median(startup) * 1000:.0f} ms median")
     print("deploy --wait, 1 MB zip, 1 region:")
     for wall, own, extra, cpu, before, after in rows:
@@ -143,10 +180,18 @@ def bench_deploy(stack, web, token, app, repeat: int) -> None:
               f"({before * 1000:.0f} before it was created, {after * 1000:.0f} after it finished), "
               f"CLI CPU {cpu:.3f} s")  # fmt: skip
     for path, times in requests_ms.items():
-        print(f"  POST {path}: {statistics.median(times):.0f} ms median")
+        print(f"  POST {path}: {statistics.median(times):.0f} ms median (seen by the CLI)")
+    print("  served per deploy (medians over the runs; CPU of the serving thread):")
+    for kind, runs in sorted(served.items()):
+        n = statistics.median(k["n"] for k in runs)
+        cpu = statistics.median(k["cpu_ms"] / k["n"] for k in runs)
+        wall = statistics.median(k["wall_ms"] / k["n"] for k in runs)
+        print(f"    {kind:32} x{n:<4g} CPU {cpu:6.1f} ms, wall {wall:7.1f} ms per request")
     extra = statistics.median(r[2] for r in rows)
+    cli_cpu = statistics.median(r[3] for r in rows)
     print(f"  added by the CLI (median): {extra * 1000:.0f} ms (target <= 150 ms), "
-          f"CLI CPU {statistics.median(r[3] for r in rows):.3f} s per deploy")  # fmt: skip
+          f"CLI CPU {cli_cpu:.3f} s per deploy, web CPU for its requests "
+          f"{statistics.median(web_cpu_per_deploy):.0f} ms per deploy")  # fmt: skip
 
 
 def bench_follow(web, token, app, lines: int) -> None:
@@ -156,6 +201,7 @@ def bench_follow(web, token, app, lines: int) -> None:
 
     stage = app.stages.get()
     d = Deployment.objects.create(app=app, stage=stage, status=DeploymentStatus.RUNNING, triggered_by="bench")
+    web.requests()
     proc = subprocess.Popen(
         [sys.executable, "-m", "controlplane_cli", "logs", str(d.pk), "--follow", "--json"],
         env=cli_env(web.url, token), stdout=subprocess.PIPE, text=True,
@@ -191,6 +237,10 @@ def bench_follow(web, token, app, lines: int) -> None:
     follower_cpu = children_cpu() - cpu_before
     print(f"  shown after: median {statistics.median(latencies):.0f} ms, p95 {p95:.0f} ms, "
           f"max {latencies[-1]:.0f} ms (target <= 500 ms); follower CPU {follower_cpu:.3f} s")  # fmt: skip
+    handled = web.requests()
+    cpu = [r["cpu_ms"] for r in handled]
+    print(f"  web: {len(handled)} requests for {lines} lines, CPU {sum(cpu):.0f} ms in all "
+          f"({statistics.median(cpu):.1f} ms median per request)")  # fmt: skip
 
 
 def main() -> None:
@@ -219,7 +269,9 @@ def main() -> None:
                 cpu_seconds(stack.worker.proc.pid),
                 os.times(),
             )
-            print(f"AWS latency added per call: {args.delay_ms:.0f} ms; {len(os.sched_getaffinity(0))} cores")
+            cores = len(os.sched_getaffinity(0))
+            print(f"AWS latency added per call: {args.delay_ms:.0f} ms; {cores} cores; "
+                  f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
             bench_deploy(stack, web, raw, app, args.repeat)
             bench_follow(web, raw, app, args.lines)
             after = os.times()
@@ -230,7 +282,7 @@ def main() -> None:
                 f"CPU during the benchmark: web {tree_cpu(web.proc.pid) - web_cpu:.2f} s, worker "
                 f"{cpu_seconds(stack.worker.proc.pid) - worker_cpu:.2f} s, this process "
                 f"{(after.user + after.system) - (own_cpu.user + own_cpu.system):.2f} s, CLI processes "
-                f"{clis:.2f} s"
+                f"{clis:.2f} s; load average {os.getloadavg()[0]:.2f}"
             )
         finally:
             web.stop()

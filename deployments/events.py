@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.db import connection, transaction
 from django.db.models import F
@@ -12,6 +13,12 @@ from .choices import EventLevel
 from .models import Deployment, DeploymentEvent
 
 logger = logging.getLogger("controlplane.deployments")
+
+# A follower's long-poll (``GET .../events/?wait=``): the longest it may wait, and how often the
+# deployment row is read meanwhile (its log counter and finish time, by primary key; the database
+# connection is idle in between). The interval is the most a new line waits to be seen.
+LONG_POLL_MAX_S = 30.0
+LONG_POLL_INTERVAL_S = 0.05
 
 
 def log_event(
@@ -84,3 +91,22 @@ def _insert_in_one_statement(
         id=row[0], deployment_id=deployment_id, region_id=region_id, seq=row[1], level=level,
         step=step, message=message, duration_ms=duration_ms, created_at=now,
     )  # fmt: skip
+
+
+def wait_for_log(deployment_id: int, *, after: int, timeout: float) -> None:
+    """Return as soon as the deployment's log has a line after sequence number ``after`` or the
+    deployment has finished (or does not exist), and at the latest after ``timeout`` seconds
+    (capped at LONG_POLL_MAX_S).
+
+    It reads the deployment row's counter, which every new line bumps in the line's own
+    transaction: a line is visible to the follower's next read as soon as the counter is."""
+    deadline = time.monotonic() + min(max(timeout, 0.0), LONG_POLL_MAX_S)
+    rows = Deployment.objects.filter(pk=deployment_id).values_list("last_seq", "finished_at")
+    while True:
+        row = rows.first()
+        if row is None or row[0] > after or row[1] is not None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        time.sleep(min(LONG_POLL_INTERVAL_S, left))

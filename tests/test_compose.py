@@ -74,6 +74,16 @@ def test_web_runs_gunicorn_on_the_project_wsgi_app_with_valid_options():
         assert option in known, f"gunicorn has no {option}"
 
 
+def test_web_and_the_image_serve_long_polls_from_threads():
+    """A follower's long-poll (``events/?wait=``) holds a request open for up to 30 s: with sync
+    workers three followers would take the whole web service."""
+    argv = command("web")
+    assert "--worker-class=gthread" in argv
+    assert int(next(a.split("=", 1)[1] for a in argv if a.startswith("--threads="))) >= 4
+    cmd = DOCKERFILE.rsplit("\nCMD ", 1)[1]
+    assert '"--worker-class", "gthread"' in cmd and '"--threads", "8"' in cmd
+
+
 @pytest.mark.parametrize("service,subcommand", [("worker", "worker"), ("beat", "beat")])
 def test_celery_services_run_the_project_app_with_valid_options(service, subcommand):
     argv = command(service)

@@ -8,10 +8,15 @@ import sys
 import time
 from typing import Any
 
-import httpx
+# httpx's package imports its own command-line tool when click, pygments and rich are installed
+# (as they are on many CI images): tens of milliseconds of start-up this command never uses. Its
+# package falls back to a stub when that import fails, which this makes it do.
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
-from . import __version__, exits
-from .exits import CliError
+import httpx  # noqa: E402
+
+from . import __version__, exits  # noqa: E402
+from .exits import CliError  # noqa: E402
 
 # Reads are retried across a short blip (a web server restarting behind a load balancer);
 # writes are not, except the deployment create which carries an Idempotency-Key.

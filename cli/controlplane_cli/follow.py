@@ -14,11 +14,12 @@ from .exits import CliError
 if TYPE_CHECKING:
     from .api import Api
 
-# How often the log is read: often at first (most deploys end within a minute, and the end is
-# seen at most this late), then less (a long canary bake is followed without hammering the API).
+# The log is read with a long-poll: the server answers as soon as there is a new line or the
+# deployment finished, or after WAIT_S with nothing new (well under the HTTP client's timeout and
+# the idle timeouts of proxies). A server that answers at once instead (one from before the
+# long-poll) is read again after POLL_S, as it always was.
+WAIT_S = 20.0
 POLL_S = 0.1
-POLL_LATER_S = 0.25
-POLL_FAST_FOR_S = 120.0
 REGIONS_EVERY_S = 0.5  # how often a terminal's region table is refreshed
 MARKS = {
     "queued": "·", "running": "▸", "succeeded": "✓", "failed": "✗",
@@ -162,11 +163,19 @@ def follow(
     Raises CliError(TIMED_OUT) past ``timeout`` seconds and CliError(INTERRUPTED) on Ctrl-C (the
     deployment goes on, unless ``cancel_on_interrupt``)."""
     try:
-        started = time.monotonic()
-        deadline = None if timeout is None else started + timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
         last_regions = 0.0
         while True:
-            page = api.get(f"/deployments/{deployment_id}/events/", params={"after": after, "limit": 1000})
+            wait = WAIT_S
+            if renderer.wants_regions:
+                wait = min(wait, max(0.0, last_regions + REGIONS_EVERY_S - time.monotonic()))
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - time.monotonic()))
+            asked = time.monotonic()
+            page = api.get(
+                f"/deployments/{deployment_id}/events/",
+                params={"after": after, "limit": 1000, "wait": f"{wait:.2f}"},
+            )
             for event in page["results"]:
                 renderer.event(event)
             after = page["last_seq"]
@@ -188,8 +197,8 @@ def follow(
                     f"timed out waiting for deployment {deployment_id}; it goes on "
                     f"(controlplane logs {deployment_id} --follow)",
                 )
-            if len(page["results"]) < 1000:
-                time.sleep(POLL_S if now - started < POLL_FAST_FOR_S else POLL_LATER_S)
+            if not page["results"] and now - asked < min(wait, POLL_S):
+                time.sleep(POLL_S)  # answered at once with nothing new: a server that does not wait
     except KeyboardInterrupt:
         raise interrupted(api, deployment_id, cancel=cancel_on_interrupt)
 

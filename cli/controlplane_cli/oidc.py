@@ -3,9 +3,8 @@ API token by the control plane (its trust policies decide)."""
 
 from __future__ import annotations
 
-import httpx
-
 from . import exits
+from .api import httpx  # imported as api.py imports it (without httpx's own command-line tool)
 from .exits import CliError
 
 

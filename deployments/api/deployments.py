@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import django_filters
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
@@ -17,6 +19,7 @@ from controlplane.access import principal_for
 from controlplane.choices import Role
 
 from ..choices import DeploymentStatus
+from ..events import LONG_POLL_MAX_S, wait_for_log
 from ..models import App, Artifact, Deployment, DeploymentEvent, RegionDeployment, Stage
 from ..selectors import app_for
 from ..services.deployments import cancel_deployment, create_deployment, deploy_config
@@ -336,6 +339,20 @@ class DeploymentDetailView(generics.RetrieveAPIView):
         return deployment_queryset().get(pk=self.kwargs["pk"])
 
 
+def long_poll_seconds(raw: str | None) -> float:
+    """The ``wait`` of a long-poll in seconds (0 when absent), capped at LONG_POLL_MAX_S.
+    Raises a ValidationError naming ``wait`` for anything but a number from 0."""
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        wait = float(raw)
+    except ValueError:
+        wait = -1.0
+    if not math.isfinite(wait) or wait < 0:
+        raise serializers.ValidationError({"wait": [f"A number of seconds from 0 to {LONG_POLL_MAX_S:.0f}."]})
+    return min(wait, LONG_POLL_MAX_S)
+
+
 class DeploymentEventsView(APIView):
     """The log lines after a sequence number (``?after=SEQ``), oldest first, for following live."""
 
@@ -343,6 +360,13 @@ class DeploymentEventsView(APIView):
         parameters=[
             OpenApiParameter("after", OpenApiTypes.INT, description="Return lines after this seq."),
             OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (max 1000)."),
+            OpenApiParameter(
+                "wait",
+                OpenApiTypes.NUMBER,
+                description="Long-poll: when there is no line after `after` yet and the deployment has "
+                f"not finished, wait up to this many seconds (at most {LONG_POLL_MAX_S:.0f}) for a line or "
+                "the finish before answering. Without it (or 0) the answer is immediate.",
+            ),
         ],
         responses={200: EventPageSerializer},
     )
@@ -353,12 +377,18 @@ class DeploymentEventsView(APIView):
             limit = min(max(int(request.query_params.get("limit", 500)), 1), 1000)
         except ValueError:
             raise serializers.ValidationError({"after": ["'after' and 'limit' must be integers."]})
-        events = list(
+        wait = long_poll_seconds(request.query_params.get("wait"))
+        lines = (
             DeploymentEvent.objects.filter(deployment=deployment, seq__gt=after)
             .order_by("seq")
             .values_list(*EVENT_COLUMNS)[:limit]
         )
+        events = list(lines)
         deployment.refresh_from_db(fields=["status", "finished_at"])
+        if wait and not events and deployment.finished_at is None:
+            wait_for_log(deployment.pk, after=after, timeout=wait)
+            events = list(lines.all())
+            deployment.refresh_from_db(fields=["status", "finished_at"])
         return Response(
             {
                 "results": event_rows(events),

@@ -48,6 +48,18 @@ def when(value: datetime | None, empty: str = "—"):
     )
 
 
+@register.simple_tag
+def badge(status: str | None):
+    """A status badge, as ``_status.html`` draws it; a tag rather than an ``{% include %}`` in
+    table loops, where each include costs a template render of its own."""
+    return format_html(
+        '<span class="badge status-{}" data-status="{}">{}</span>',
+        status or "none",
+        "None" if status is None else status,
+        status_label(status or "") or "—",
+    )
+
+
 @register.filter
 def label(status: str) -> str:
     return status_label(status)

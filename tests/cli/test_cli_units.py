@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import random
 import subprocess
 import zipfile
 
@@ -32,6 +33,21 @@ def test_the_same_files_zip_to_the_same_bytes(tmp_path):
     first = archive.zip_directory(tmp_path)
     (tmp_path / "app.py").touch()  # a newer mtime must not change the upload
     assert archive.zip_directory(tmp_path) == first
+
+
+def test_compressed_files_are_stored_and_the_rest_deflated_and_every_byte_comes_back(tmp_path):
+    text = b"def handler(event, context):\n    return {'statusCode': 200}\n" * 4000
+    noise = random.Random(7).randbytes(300_000)  # incompressible, whatever its name
+    (tmp_path / "app.py").write_bytes(text)
+    (tmp_path / "model.bin").write_bytes(noise)
+    (tmp_path / "vendor.whl").write_bytes(text)  # compressed by its kind, whatever its bytes
+    zf = zipfile.ZipFile(io.BytesIO(archive.zip_directory(tmp_path)))
+    kinds = {i.filename: i.compress_type for i in zf.infolist()}
+    assert kinds == {"app.py": zipfile.ZIP_DEFLATED, "model.bin": zipfile.ZIP_STORED,
+                     "vendor.whl": zipfile.ZIP_STORED}  # fmt: skip
+    assert zf.getinfo("app.py").compress_size < len(text) / 10
+    assert zf.read("app.py") == text and zf.read("model.bin") == noise and zf.read("vendor.whl") == text
+    assert zf.testzip() is None
 
 
 def test_a_missing_path_is_a_usage_error_and_an_oversized_zip_is_refused(tmp_path, monkeypatch):
