@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import django_filters
+from django.core.validators import RegexValidator
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -13,14 +14,17 @@ from rest_framework.views import APIView
 
 from controlplane import access
 from controlplane.access import principal_for
+from controlplane.api.common import StrictSerializer
 from controlplane.choices import Role
+from controlplane.pagination import int_parameter
 
-from ..choices import DeploymentStatus
+from ..choices import DeploymentKind, DeploymentStatus
 from ..models import App, Artifact, Deployment, DeploymentEvent, RegionDeployment, Stage
 from ..selectors import app_for
 from ..services.deployments import cancel_deployment, create_deployment, deploy_config
 
 SHA_RE = r"^[0-9a-fA-F]{7,64}$"
+MAX_SEQ = 2**31 - 1  # an event's seq is a 32-bit integer column
 
 
 def visible_app(request, slug: str) -> App:
@@ -42,7 +46,7 @@ def visible_deployment(request, pk: int) -> Deployment:
 # --- Serializers --------------------------------------------------------------------------------
 
 
-class CommitInSerializer(serializers.Serializer):
+class CommitInSerializer(StrictSerializer):
     sha = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
     branch = serializers.CharField(max_length=255, required=False, allow_blank=True)
     message = serializers.CharField(max_length=10000, required=False, allow_blank=True)
@@ -50,7 +54,7 @@ class CommitInSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=500, required=False, allow_blank=True)
 
 
-class DeploymentCreateSerializer(serializers.Serializer):
+class DeploymentCreateSerializer(StrictSerializer):
     stage = serializers.CharField(max_length=64)
     artifact = serializers.IntegerField(required=False, min_value=1)
     ref = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
@@ -163,10 +167,15 @@ class EventPageSerializer(serializers.Serializer):
 
 
 class DeploymentFilter(django_filters.FilterSet):
-    stage = django_filters.CharFilter(field_name="stage__name")
+    stage = django_filters.CharFilter(field_name="stage__name", help_text="Only this stage's deployments.")
     status = django_filters.ChoiceFilter(choices=DeploymentStatus.choices)
-    sha = django_filters.CharFilter(method="filter_sha")
-    kind = django_filters.CharFilter()
+    sha = django_filters.CharFilter(
+        method="filter_sha",
+        max_length=64,
+        validators=[RegexValidator(r"^\s*[0-9a-fA-F]{4,64}\s*$", "Must be 4 to 64 hex digits of a sha.")],
+        help_text="Deployments of commits whose sha starts with this (4 to 64 hex digits).",
+    )
+    kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices)
 
     class Meta:
         model = Deployment
@@ -280,11 +289,8 @@ class DeploymentEventsView(APIView):
     )
     def get(self, request, pk: int):
         deployment = visible_deployment(request, pk)
-        try:
-            after = int(request.query_params.get("after", 0))
-            limit = min(max(int(request.query_params.get("limit", 500)), 1), 1000)
-        except ValueError:
-            raise serializers.ValidationError({"after": ["'after' and 'limit' must be integers."]})
+        after = int_parameter(request, "after", default=0, minimum=0, maximum=MAX_SEQ)
+        limit = int_parameter(request, "limit", default=500, minimum=1, maximum=1000)
         events = list(
             DeploymentEvent.objects.filter(deployment=deployment, seq__gt=after)
             .select_related("region")

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.access import principal_for
-from controlplane.api.common import ErrorSerializer, errors
+from controlplane.api.common import ErrorSerializer, StrictSerializer, errors
 from controlplane.choices import Role
 
 from ..models import App, Release, Stage
@@ -37,7 +37,7 @@ def accepted(request, deployment) -> Response:
     )
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictSerializer):
     stage = serializers.CharField(max_length=64)
     to = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=40,
@@ -48,7 +48,7 @@ class RollbackSerializer(serializers.Serializer):
     regions = serializers.ListField(child=serializers.CharField(max_length=32), required=False, max_length=64)
 
 
-class PromoteSerializer(serializers.Serializer):
+class PromoteSerializer(StrictSerializer):
     from_stage = serializers.CharField(max_length=64)
     to_stage = serializers.CharField(max_length=64)
     force = serializers.BooleanField(required=False, default=False)
