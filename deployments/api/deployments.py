@@ -5,7 +5,6 @@ from __future__ import annotations
 import django_filters
 from django.core.validators import RegexValidator
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -15,6 +14,7 @@ from rest_framework.views import APIView
 from controlplane import access
 from controlplane.access import principal_for
 from controlplane.api.common import StrictSerializer
+from controlplane.api.schema import error_response
 from controlplane.choices import Role
 from controlplane.pagination import int_parameter
 
@@ -211,7 +211,13 @@ class AppDeploymentsView(generics.ListAPIView):
 
     @extend_schema(
         request=DeploymentCreateSerializer,
-        responses={202: DeploymentSerializer},
+        responses={
+            202: DeploymentSerializer,
+            409: error_response(
+                409, "`stage_pinned` (unless `force`), `artifact_unavailable` (the artifact's bytes are gone)"
+            ),
+            422: error_response(422, "`idempotency_key_reused` with another body, `build_failed`"),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -282,8 +288,16 @@ class DeploymentEventsView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", OpenApiTypes.INT, description="Return lines after this seq."),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (max 1000)."),
+            OpenApiParameter(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                description="Return lines after this seq (default 0).",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                description="At most this many (1 to 1000, default 500).",
+            ),
         ],
         responses={200: EventPageSerializer},
     )
@@ -310,7 +324,13 @@ class DeploymentEventsView(APIView):
 class DeploymentCancelView(APIView):
     """Stop regions that have not started; running regions stop before their next step."""
 
-    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: DeploymentSerializer,
+            409: error_response(409, "The deployment has already finished"),
+        },
+    )
     def post(self, request, pk: int):
         deployment = visible_deployment(request, pk)
         require(request, Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)

@@ -12,6 +12,8 @@ from rest_framework.views import APIView
 from controlplane.access import principal_for
 from controlplane.api.common import ErrorSerializer, StrictSerializer, errors
 from controlplane.choices import Role
+from controlplane.errors import InvalidParameter
+from controlplane.pagination import int_parameter
 
 from ..models import App, Release, Stage
 from ..services.deployments import promote
@@ -20,6 +22,7 @@ from ..services.rollback import rollback
 from .deployments import DeploymentSerializer, deployment_queryset, require, visible_app
 
 APP_PARAM = OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")
+MAX_ID = 2**63 - 1
 
 
 def stage_of(app: App, name: str, field: str = "stage") -> Stage:
@@ -178,10 +181,7 @@ class ReleaseDiffView(APIView):
         )
         raw = request.query_params.get("against", "")
         if raw:
-            try:
-                against_pk = int(raw)
-            except ValueError:
-                raise serializers.ValidationError({"against": ["Must be a release id."]})
+            against_pk = int_parameter(request, "against", default=0, minimum=1, maximum=MAX_ID)
             against = get_object_or_404(Release.objects.filter(app=release.app), pk=against_pk)
         else:
             against = (
@@ -190,5 +190,7 @@ class ReleaseDiffView(APIView):
                 .first()
             )
             if against is None:
-                raise serializers.ValidationError({"against": ["This is the stage's first release."]})
+                raise InvalidParameter(
+                    "against", "This is the stage's first release: give one to compare with."
+                )
         return Response(diff_releases(release=release, against=against))

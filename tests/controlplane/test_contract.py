@@ -14,6 +14,7 @@ from django.test import RequestFactory
 
 from controlplane.choices import Role
 from controlplane.errors import handler400
+from deployments.models import Artifact, Deployment, Release
 from tests.factories import AppFactory, AppRegionFactory, RegionFactory, StageFactory
 
 
@@ -195,18 +196,35 @@ def test_a_bad_cursor_is_a_400_naming_it(admin):
     assert error["code"] == "invalid_cursor" and "cursor" in error["fields"]
 
 
-@pytest.mark.parametrize(("param", "value"), [("after", "abc"), ("after", "-5"), ("limit", "0")])
-def test_bad_event_parameters_are_a_400_naming_them(admin, app, param, value):
-    from deployments.models import Artifact, Deployment, Release
-
+@pytest.fixture
+def deployment(app):
     stage = app.stages.get()
     artifact = Artifact.objects.create(app=app, sha256="c" * 64, size=1)
     release = Release.objects.create(app=app, stage=stage, number=1, artifact=artifact)
-    deployment = Deployment.objects.create(app=app, stage=stage, release=release)
+    return Deployment.objects.create(app=app, stage=stage, release=release)
 
+
+@pytest.mark.parametrize(
+    ("param", "value"), [("after", "abc"), ("after", "-5"), ("limit", "0"), ("limit", "1001")]
+)
+def test_bad_event_parameters_are_a_400_naming_them(admin, deployment, param, value):
     error = _error(admin.get(f"/api/v1/deployments/{deployment.pk}/events/", {param: value}), 400)
 
     assert error["code"] == "invalid_parameter" and param in error["fields"]
+
+
+@pytest.mark.parametrize("against", ["abc", "0", "first"])
+def test_a_bad_release_to_compare_with_is_a_400_naming_it(admin, deployment, against):
+    error = _error(admin.get(f"/api/v1/releases/{deployment.release_id}/diff/", {"against": against}), 400)
+
+    assert error["code"] == "invalid_parameter" and "against" in error["fields"]
+
+
+def test_the_schema_bounds_limit_so_clients_know_the_range(schema):
+    operation = schema["paths"]["/api/v1/apps/"]["get"]
+    limit = next(p for p in operation["parameters"] if p["name"] == "limit")
+
+    assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == 200
 
 
 def test_an_unknown_api_url_is_a_json_404(admin):
