@@ -117,15 +117,21 @@ def seed_world() -> None:
     ApiTokenFactory(id=ID, team=team, name="ci", role=Role.DEPLOYER)
 
 
+@pytest.fixture(scope="module")
+def fake_aws():
+    """Operations that call AWS (a region's readiness check, rollback planning) reach moto."""
+    with mock_aws():
+        yield
+
+
 @pytest.fixture(params=[Role.ADMIN, Role.VIEWER])
-def token(request, db):
+def token(request, db, fake_aws):
     # As Django's test client does: a request's end must not close the test's database connection.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)
     try:
-        with mock_aws():
-            seed_world()
-            yield ApiTokenFactory(team=TeamFactory(slug="acme"), role=request.param).raw
+        seed_world()
+        yield ApiTokenFactory(team=TeamFactory(slug="acme"), role=request.param).raw
     finally:
         request_started.connect(close_old_connections)
         request_finished.connect(close_old_connections)
