@@ -45,6 +45,10 @@ class CursorPagination(pagination.CursorPagination):
         )
 
     def paginate_queryset(self, queryset, request, view=None):
+        if "ordering" in request.query_params:
+            # Cursors need one fixed order; a client asking for another must not get this one silently.
+            order = ", ".join(self.ordering) if not isinstance(self.ordering, str) else self.ordering
+            raise InvalidParameter("ordering", f"This list has one order ({order}); it cannot be changed.")
         self._model = queryset.model
         try:
             return super().paginate_queryset(queryset, request, view)

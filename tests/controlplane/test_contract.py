@@ -162,6 +162,13 @@ def test_a_bad_limit_is_a_400_naming_it(admin, path, limit):
     assert "limit" in error["fields"] and "limit" in error["detail"]
 
 
+@pytest.mark.parametrize("path", ["/api/v1/apps/", "/api/v1/apps/shop/deployments/"])
+def test_asking_for_another_order_is_a_400_naming_ordering(admin, path):
+    error = _error(admin.get(path, {"ordering": "created_at"}), 400)
+
+    assert error["code"] == "invalid_parameter" and "ordering" in error["fields"]
+
+
 def test_limits_in_range_page(admin):
     assert admin.get("/api/v1/apps/", {"limit": "1"}).status_code == 200
     assert admin.get("/api/v1/apps/", {"limit": "200"}).status_code == 200
