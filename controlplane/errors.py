@@ -5,7 +5,14 @@ Every error body is ``{"code": "<stable_snake_case>", "detail": "<sentence>", "f
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import (
+    RequestDataTooBig,
+    SuspiciousOperation,
+    TooManyFieldsSent,
+    TooManyFilesSent,
+)
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import render
@@ -46,6 +53,42 @@ class Conflict(DomainError):
     status_code = 409
 
 
+class InvalidParameter(DomainError):
+    """A query parameter (``limit``, a filter, ...) has a value the endpoint cannot use."""
+
+    code = "invalid"
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}", fields={parameter: [message]})
+        self.parameter = parameter
+
+
+class RequestTooLarge(DomainError):
+    code = "request_too_large"
+    status_code = 413
+
+
+class TooManyFields(DomainError):
+    code = "too_many_fields"
+    status_code = 413
+
+
+def _request_error(exc: Exception) -> DomainError | None:
+    """Django's refusals of a request body (raised wherever the body is parsed: Django's forms,
+    DRF's parsers, the multipart parser) as the contract's errors; ``None`` for anything else."""
+    if isinstance(exc, RequestDataTooBig):
+        return RequestTooLarge(
+            f"The request body is over the limit of {settings.DATA_UPLOAD_MAX_MEMORY_SIZE // 1024} KB."
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        return TooManyFields(f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} fields.")
+    if isinstance(exc, TooManyFilesSent):
+        return TooManyFields(f"The request has more than {settings.DATA_UPLOAD_MAX_NUMBER_FILES} files.")
+    if isinstance(exc, SuspiciousOperation):
+        return DomainError("The request could not be understood.")
+    return None
+
+
 _CODES = {
     exceptions.NotAuthenticated: "not_authenticated",
     exceptions.AuthenticationFailed: "authentication_failed",
@@ -82,6 +125,7 @@ def error_body(code: str, detail: str, fields: dict | None = None, **extra) -> d
 
 def exception_handler(exc, context):
     """DRF's exception handler, answering every error in the contract's JSON shape."""
+    exc = _request_error(exc) or exc
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.detail, exc.fields, **exc.extra), status=exc.status_code)
     if isinstance(exc, DjangoValidationError):
@@ -140,8 +184,15 @@ def handler403(request, exception=None):
 
 
 def handler400(request, exception=None):
+    """Django's answer to a SuspiciousOperation: a body over the size or field-count limits is a
+    413 ``request_too_large`` / ``too_many_fields``; anything else a 400 ``bad_request``."""
+    error = _request_error(exception) if exception is not None else None
+    if error is not None and error.status_code == 413:
+        if _wants_json(request):
+            return json_error(error.code, error.detail, error.status_code)
+        return _page(request, 413, "Too large", error.detail)
     if _wants_json(request):
-        return json_error("bad_request", "Bad request.", status.HTTP_400_BAD_REQUEST)
+        return json_error("bad_request", "The request could not be understood.", status.HTTP_400_BAD_REQUEST)
     return _page(request, 400, "Bad request", "The request could not be understood.")
 
 

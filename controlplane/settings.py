@@ -234,16 +234,14 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["controlplane.permissions.TeamRolePermission"],
     "DEFAULT_PAGINATION_CLASS": "controlplane.pagination.CursorPagination",
-    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["controlplane.filters.FilterBackend"],
+    "DEFAULT_SCHEMA_CLASS": "controlplane.api.schema.AutoSchema",
     "EXCEPTION_HANDLER": "controlplane.errors.exception_handler",
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"]
     + ([] if PRODUCTION else ["rest_framework.renderers.BrowsableAPIRenderer"]),
-    "DEFAULT_PARSER_CLASSES": [
-        "controlplane.parsers.JSONParser",
-        "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
-    ],
+    # JSON in (form bodies are a 415): a form cannot say 0 from "0" or false from "false". Artifact
+    # uploads take multipart (deployments/api/artifacts.py).
+    "DEFAULT_PARSER_CLASSES": ["controlplane.parsers.JSONParser"],
     "UNAUTHENTICATED_USER": None,
 }
 SPECTACULAR_SETTINGS = {
@@ -418,8 +416,9 @@ CODEBUILD_BUCKET = env.str("CODEBUILD_BUCKET", default="")
 CODEBUILD_ROLE_ARN = env.str("CODEBUILD_ROLE_ARN", default="")
 CODEBUILD_IMAGE = env.str("CODEBUILD_IMAGE", default="")
 CODEBUILD_POLL_INTERVAL = env.float("CODEBUILD_POLL_INTERVAL", default=5.0)
-WEBHOOK_MAX_BODY = 5 * 1024 * 1024
-DATA_UPLOAD_MAX_MEMORY_SIZE = WEBHOOK_MAX_BODY + 1024
+WEBHOOK_MAX_BODY = 5 * 1024 * 1024  # webhooks read their body themselves (deployments/webhooks/service.py)
+# Every other body without files (API JSON and forms, UI forms): over it is a 413 request_too_large.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
 
 # --- Email ----------------------------------------------------------------------------------

@@ -9,8 +9,9 @@ from rest_framework.views import APIView
 
 from controlplane import access
 from controlplane.access import principal_for
-from controlplane.api.common import ErrorSerializer, errors
+from controlplane.api.common import ErrorSerializer, StrictSerializer, errors
 from controlplane.choices import Role
+from controlplane.parsers import MultiPartParser
 
 from .. import artifacts
 from ..models import Artifact
@@ -20,7 +21,7 @@ from ..selectors import app_for
 MULTIPART_SLACK = 64 * 1024
 
 
-class ArtifactUploadSerializer(serializers.Serializer):
+class ArtifactUploadSerializer(StrictSerializer):
     file = serializers.FileField(help_text="The zip: your function's code, the handler's module at its top.")
     sha256 = serializers.RegexField(
         r"^[0-9a-fA-F]{64}$",
@@ -45,6 +46,9 @@ class ArtifactSerializer(serializers.ModelSerializer):
 
 class AppArtifactsView(APIView):
     """Upload a zip for an app; deploy it by passing its ``id`` as ``artifact`` to the deployments API."""
+
+    parser_classes = [MultiPartParser]
+    max_request_body = artifacts.MAX_ZIPPED_BYTES + MULTIPART_SLACK
 
     @extend_schema(
         summary="Upload an artifact",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import django_filters
+from django.core.validators import RegexValidator
 from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.response import Response
@@ -16,15 +16,19 @@ from rest_framework.views import APIView
 
 from controlplane import access
 from controlplane.access import principal_for
+from controlplane.api.common import StrictSerializer
+from controlplane.api.schema import error_response
 from controlplane.choices import Role
+from controlplane.pagination import int_parameter
 
-from ..choices import DeploymentStatus
+from ..choices import DeploymentKind, DeploymentStatus
 from ..events import LONG_POLL_MAX_S, wait_for_log
 from ..models import App, Artifact, Deployment, DeploymentEvent, RegionDeployment, Stage
 from ..selectors import app_for
 from ..services.deployments import cancel_deployment, create_deployment, deploy_config
 
 SHA_RE = r"^[0-9a-fA-F]{7,64}$"
+MAX_SEQ = 2**31 - 1  # an event's seq is a 32-bit integer column
 
 
 def visible_app(request, slug: str) -> App:
@@ -46,7 +50,7 @@ def visible_deployment(request, pk: int) -> Deployment:
 # --- Serializers --------------------------------------------------------------------------------
 
 
-class CommitInSerializer(serializers.Serializer):
+class CommitInSerializer(StrictSerializer):
     sha = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
     branch = serializers.CharField(max_length=255, required=False, allow_blank=True)
     message = serializers.CharField(max_length=10000, required=False, allow_blank=True)
@@ -54,7 +58,7 @@ class CommitInSerializer(serializers.Serializer):
     url = serializers.URLField(max_length=500, required=False, allow_blank=True)
 
 
-class DeploymentCreateSerializer(serializers.Serializer):
+class DeploymentCreateSerializer(StrictSerializer):
     stage = serializers.CharField(max_length=64)
     artifact = serializers.IntegerField(required=False, min_value=1)
     ref = serializers.RegexField(SHA_RE, required=False, allow_blank=True)
@@ -195,10 +199,15 @@ class EventPageSerializer(serializers.Serializer):
 
 
 class DeploymentFilter(django_filters.FilterSet):
-    stage = django_filters.CharFilter(field_name="stage__name")
+    stage = django_filters.CharFilter(field_name="stage__name", help_text="Only this stage's deployments.")
     status = django_filters.ChoiceFilter(choices=DeploymentStatus.choices)
-    sha = django_filters.CharFilter(method="filter_sha")
-    kind = django_filters.CharFilter()
+    sha = django_filters.CharFilter(
+        method="filter_sha",
+        max_length=64,
+        validators=[RegexValidator(r"^\s*[0-9a-fA-F]{4,64}\s*$", "Must be 4 to 64 hex digits of a sha.")],
+        help_text="Deployments of commits whose sha starts with this (4 to 64 hex digits).",
+    )
+    kind = django_filters.ChoiceFilter(choices=DeploymentKind.choices)
 
     class Meta:
         model = Deployment
@@ -273,7 +282,13 @@ class AppDeploymentsView(generics.ListAPIView):
 
     @extend_schema(
         request=DeploymentCreateSerializer,
-        responses={202: DeploymentSerializer},
+        responses={
+            202: DeploymentSerializer,
+            409: error_response(
+                409, "`stage_pinned` (unless `force`), `artifact_unavailable` (the artifact's bytes are gone)"
+            ),
+            422: error_response(422, "`idempotency_key_reused` with another body, `build_failed`"),
+        },
         parameters=[
             OpenApiParameter(
                 "Idempotency-Key",
@@ -358,11 +373,19 @@ class DeploymentEventsView(APIView):
 
     @extend_schema(
         parameters=[
-            OpenApiParameter("after", OpenApiTypes.INT, description="Return lines after this seq."),
-            OpenApiParameter("limit", OpenApiTypes.INT, description="At most this many (max 1000)."),
+            OpenApiParameter(
+                "after",
+                {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+                description="Return lines after this seq (default 0).",
+            ),
+            OpenApiParameter(
+                "limit",
+                {"type": "integer", "minimum": 1, "maximum": 1000},
+                description="At most this many (1 to 1000, default 500).",
+            ),
             OpenApiParameter(
                 "wait",
-                OpenApiTypes.NUMBER,
+                {"type": "number", "minimum": 0},
                 description="Long-poll: when there is no line after `after` yet and the deployment has "
                 f"not finished, wait up to this many seconds (at most {LONG_POLL_MAX_S:.0f}) for a line or "
                 "the finish before answering. Without it (or 0) the answer is immediate.",
@@ -372,11 +395,8 @@ class DeploymentEventsView(APIView):
     )
     def get(self, request, pk: int):
         deployment = visible_deployment(request, pk)
-        try:
-            after = int(request.query_params.get("after", 0))
-            limit = min(max(int(request.query_params.get("limit", 500)), 1), 1000)
-        except ValueError:
-            raise serializers.ValidationError({"after": ["'after' and 'limit' must be integers."]})
+        after = int_parameter(request, "after", default=0, minimum=0, maximum=MAX_SEQ)
+        limit = int_parameter(request, "limit", default=500, minimum=1, maximum=1000)
         wait = long_poll_seconds(request.query_params.get("wait"))
         lines = (
             DeploymentEvent.objects.filter(deployment=deployment, seq__gt=after)
@@ -402,7 +422,13 @@ class DeploymentEventsView(APIView):
 class DeploymentCancelView(APIView):
     """Stop regions that have not started; running regions stop before their next step."""
 
-    @extend_schema(request=None, responses={202: DeploymentSerializer})
+    @extend_schema(
+        request=None,
+        responses={
+            202: DeploymentSerializer,
+            409: error_response(409, "The deployment has already finished"),
+        },
+    )
     def post(self, request, pk: int):
         deployment = visible_deployment(request, pk)
         require(request, Role.DEPLOYER, app=deployment.app, stage=deployment.stage.name)

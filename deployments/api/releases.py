@@ -10,8 +10,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.access import principal_for
-from controlplane.api.common import ErrorSerializer, errors
+from controlplane.api.common import ErrorSerializer, StrictSerializer, errors
 from controlplane.choices import Role
+from controlplane.errors import InvalidParameter
+from controlplane.pagination import int_parameter
 from regions.models import StagePlacement
 
 from ..models import App, Release, Stage
@@ -21,6 +23,7 @@ from ..services.rollback import rollback
 from .deployments import DeploymentSerializer, deployment_queryset, require, visible_app
 
 APP_PARAM = OpenApiParameter("app", str, OpenApiParameter.PATH, description="App slug")
+MAX_ID = 2**63 - 1
 
 
 def stage_of(app: App, name: str, field: str = "stage") -> Stage:
@@ -38,7 +41,7 @@ def accepted(request, deployment) -> Response:
     )
 
 
-class RollbackSerializer(serializers.Serializer):
+class RollbackSerializer(StrictSerializer):
     stage = serializers.CharField(max_length=64)
     to = serializers.CharField(
         required=False, allow_blank=True, allow_null=True, max_length=40,
@@ -49,7 +52,7 @@ class RollbackSerializer(serializers.Serializer):
     regions = serializers.ListField(child=serializers.CharField(max_length=32), required=False, max_length=64)
 
 
-class PromoteSerializer(serializers.Serializer):
+class PromoteSerializer(StrictSerializer):
     from_stage = serializers.CharField(max_length=64)
     to_stage = serializers.CharField(max_length=64)
     force = serializers.BooleanField(required=False, default=False)
@@ -194,10 +197,7 @@ class ReleaseDiffView(APIView):
         )
         raw = request.query_params.get("against", "")
         if raw:
-            try:
-                against_pk = int(raw)
-            except ValueError:
-                raise serializers.ValidationError({"against": ["Must be a release id."]})
+            against_pk = int_parameter(request, "against", default=0, minimum=1, maximum=MAX_ID)
             against = get_object_or_404(Release.objects.filter(app=release.app), pk=against_pk)
         else:
             against = (
@@ -206,5 +206,7 @@ class ReleaseDiffView(APIView):
                 .first()
             )
             if against is None:
-                raise serializers.ValidationError({"against": ["This is the stage's first release."]})
+                raise InvalidParameter(
+                    "against", "This is the stage's first release: give one to compare with."
+                )
         return Response(diff_releases(release=release, against=against))

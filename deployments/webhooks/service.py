@@ -35,7 +35,7 @@ logger = logging.getLogger("controlplane.webhooks")
 
 
 class PayloadTooLarge(DomainError):
-    code = "payload_too_large"
+    code = "request_too_large"
     status_code = 413
 
 

@@ -274,7 +274,7 @@ def test_a_body_over_5_mb_is_413(app, settings):
         GITHUB, data=body, content_type="application/json", headers=github_headers(app.webhook_secret, body)
     )
     assert response.status_code == 413
-    assert response.json()["code"] == "payload_too_large"
+    assert response.json()["code"] == "request_too_large"
     _assert_nothing_written()
 
 
