@@ -197,8 +197,8 @@ def test_shas_written_in_capitals_before_are_lowercased_by_the_migration():
     from django.db.migrations.executor import MigrationExecutor
 
     executor = MigrationExecutor(connection)
-    executor.migrate([("deployments", "0010_history_indexes")])
-    old = executor.loader.project_state([("deployments", "0010_history_indexes")]).apps
+    executor.migrate([("deployments", "0012_history_indexes")])
+    old = executor.loader.project_state([("deployments", "0012_history_indexes")]).apps
     team = old.get_model("controlplane", "Team").objects.create(slug="old", name="Old")
     app = old.get_model("deployments", "App").objects.create(team=team, slug="old", runtime="python3.12")
     stage = old.get_model("deployments", "Stage").objects.create(app=app, name="production")

@@ -29,7 +29,7 @@ class Migration(migrations.Migration):
     atomic = False  # CREATE INDEX CONCURRENTLY cannot run in a transaction
 
     dependencies = [
-        ("deployments", "0009_region_dns_record"),
+        ("deployments", "0011_app_repo_url_validator"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

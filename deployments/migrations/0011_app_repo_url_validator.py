@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('deployments', '0009_region_dns_record'),
+        ('deployments', '0010_stage_teardown'),
     ]
 
     operations = [

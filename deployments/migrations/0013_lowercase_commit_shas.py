@@ -12,6 +12,6 @@ def lowercase(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("deployments", "0010_history_indexes")]
+    dependencies = [("deployments", "0012_history_indexes")]
 
     operations = [migrations.RunPython(lowercase, migrations.RunPython.noop)]
