@@ -176,7 +176,8 @@ def run_load(stack, args, regions, CpuMeter, other_zip, percentile) -> None:  # 
             f"  deployments succeeded {deployments.count('succeeded')}/{len(ids)}; region deployments "
             f"succeeded {succeeded}/{jobs} ({region_rows.count()} rows); 'done' lines {done_lines}; AWS "
             f"CreateFunction {count('lambda:CreateFunction')}, UpdateFunctionCode "
-            f"{count('lambda:UpdateFunctionCode')}, PublishVersion {count('lambda:PublishVersion')} (one per region job: {jobs})"
+            f"{count('lambda:UpdateFunctionCode')}, PublishVersion {count('lambda:PublishVersion')} "
+            f"(one per region job: {jobs})"
         )
         ok = (
             deployments.count("succeeded") == len(ids)
