@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from django.db import connection, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from .choices import EventLevel
@@ -43,6 +45,51 @@ def log_event(
         message[:500],
     )
     return event
+
+
+@dataclass(frozen=True)
+class EventLine:
+    """One line of :func:`log_events`."""
+
+    message: str
+    region_id: int | None = None
+    level: str = EventLevel.INFO
+    step: str = ""
+    duration_ms: int | None = None
+
+
+def log_events(*, deployment_id: int, lines: list[EventLine]) -> list[DeploymentEvent]:
+    """Append ``lines`` to a deployment's log in order, with consecutive sequence numbers, in
+    one transaction of two statements (the regions of a rollback log their moves at once)."""
+    if not lines:
+        return []
+    now = timezone.now()
+    with transaction.atomic():
+        updated = Deployment.objects.filter(pk=deployment_id).update(last_seq=F("last_seq") + len(lines))
+        if not updated:
+            raise Deployment.DoesNotExist(f"deployment {deployment_id} does not exist")
+        last = Deployment.objects.filter(pk=deployment_id).values_list("last_seq", flat=True).get()
+        events = DeploymentEvent.objects.bulk_create(
+            [
+                DeploymentEvent(
+                    deployment_id=deployment_id,
+                    region_id=line.region_id,
+                    seq=last - len(lines) + 1 + n,
+                    level=line.level,
+                    step=line.step,
+                    message=line.message[:10000],
+                    duration_ms=line.duration_ms,
+                    created_at=now,
+                )  # fmt: skip
+                for n, line in enumerate(lines)
+            ]
+        )
+    for line in lines:
+        logger.log(
+            logging.WARNING if line.level in (EventLevel.WARNING, EventLevel.ERROR) else logging.INFO,
+            "deployment %s%s: %s", deployment_id, f" [{line.step}]" if line.step else "", line.message[:500],
+        )  # fmt: skip
+    return events
 
 
 def _tables() -> tuple[str, str, str]:

@@ -99,6 +99,7 @@ class RegionRun:
         self._placement_id: int | None = getattr(self.rd, "placement_id", None)  # set by claim
         self.live: StagePlacement | None = None  # the stage's placement as this run recorded it
         self.move_started = 0.0
+        self.move_ms = 0  # how long the rollback's alias move took
         # The step that parked this region, when it is resumed from a park ("shift": a canary's
         # bake, "api": a certificate's validation).
         self.parked_for = self.rd.step if self.rd.resume_at is not None else ""

@@ -10,15 +10,14 @@ dies here leaves running regions with a stale heartbeat, which the reaper resume
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.db import connection
-from django.db.models import Case, Value, When
 
 from regions.aws.session import AwsError
 from regions.models import AppRegion, StagePlacement
 
+from ..events import EventLine, log_events
 from ..models import Deployment
 from . import dispatch
 from .claim import Heartbeat, claim_rollback
@@ -43,8 +42,10 @@ def run_rollback(deployment_id: int) -> int:
             moves = list(pool.map(alias.move_only, runs))
             moved = [run for run, error in zip(runs, moves, strict=True) if error is None]
             record_live_versions(deployment, moved)
+            log_moves(deployment, moved)
             for run, error in zip(runs, moves, strict=True):
-                _after_move(run, error)
+                if error is not None:
+                    _failed_move(run, error)
             list(pool.map(_finish, runs))
     finally:
         heartbeat.stop()
@@ -56,15 +57,24 @@ def _retry_alone(run: RegionRun) -> None:
     dispatch.regions(run.rd.pk, countdown=2)
 
 
-def _after_move(run: RegionRun, error: AwsError | None) -> None:
-    """What the alias move means for the region: its log line, or its failure (``run.status``)."""
-    if error is None:
-        run.log(
-            alias.moved_message(run),
-            step="alias",
-            duration_ms=int((time.monotonic() - run.move_started) * 1000),
-        )
-        return
+def log_moves(deployment: Deployment, runs: list[RegionRun]) -> None:
+    """Each moved region's log line, all in one statement."""
+    log_events(
+        deployment_id=deployment.pk,
+        lines=[
+            EventLine(
+                message=f"{run.code}: {alias.moved_message(run)}",
+                region_id=run.rd.region_id,
+                step="alias",
+                duration_ms=run.move_ms,
+            )  # fmt: skip
+            for run in runs
+        ],
+    )
+
+
+def _failed_move(run: RegionRun, error: AwsError) -> None:
+    """A region whose alias did not move: its failure (``run.status``), or its retry alone."""
 
     def failed() -> str:
         return step_failed(run, "alias", error, run.move_started)
@@ -83,7 +93,7 @@ def _finish(run: RegionRun) -> None:
 
 def record_live_versions(deployment: Deployment, runs: list[RegionRun]) -> None:
     """What each region of ``runs`` serves now (its ``rd.version``, of the deployment's release),
-    for every region in two statements."""
+    for every region in a statement per distinct version."""
     if not runs:
         return
     placements = dict(
@@ -91,10 +101,15 @@ def record_live_versions(deployment: Deployment, runs: list[RegionRun]) -> None:
         .values_list("region_id", "pk")
     )  # fmt: skip
     by_placement = {placements[r.rd.region_id]: r.rd.version for r in runs if r.rd.region_id in placements}
-    placed = StagePlacement.objects.filter(stage_id=deployment.stage_id, placement_id__in=by_placement)
-    updated = placed.update(
-        version=Case(*(When(placement_id=pk, then=Value(v)) for pk, v in by_placement.items())),
-        release=deployment.release,
+    # One statement per distinct version (usually one or a few): a CASE of one branch per region
+    # took longer to build than to run.
+    placed = StagePlacement.objects.filter(stage_id=deployment.stage_id)
+    by_version: dict[str, list[int]] = {}
+    for pk, version in by_placement.items():
+        by_version.setdefault(version, []).append(pk)
+    updated = sum(
+        placed.filter(placement_id__in=pks).update(version=version, release_id=deployment.release_id)
+        for version, pks in by_version.items()
     )
     if updated != len(runs):  # a placement row went missing meanwhile: make it, one by one
         for run in runs:
