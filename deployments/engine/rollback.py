@@ -4,7 +4,9 @@ alias moves about one AWS round trip after the request.
 The region threads make only the UpdateAlias call; what the moves change in the database
 (each region's live version, its log line) is written from the task's thread once they are
 done, in a few statements, so no region waits for a database connection of its own before its
-alias moves. Then each moved region is verified as a deploy's region would be. A region whose
+alias moves. Then every moved region is verified as a deploy's region would be: their health
+URLs probed together, then each region's remaining steps and end on the task's thread, so a
+rollback holds one database connection however many regions it has. A region whose
 AWS call must be retried goes back to the per-region task, resuming at the alias; a worker that
 dies here leaves running regions with a stale heartbeat, which the reaper resumes one by one."""
 
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from django.db import connection
+from django.conf import settings
 
 from regions.aws.session import AwsError
 from regions.models import AppRegion, StagePlacement
@@ -40,13 +42,18 @@ def run_rollback(deployment_id: int) -> int:
     try:
         with ThreadPoolExecutor(max_workers=len(runs), thread_name_prefix="rollback") as pool:
             moves = list(pool.map(alias.move_only, runs))
-            moved = [run for run, error in zip(runs, moves, strict=True) if error is None]
-            record_live_versions(deployment, moved)
-            log_moves(deployment, moved)
-            for run, error in zip(runs, moves, strict=True):
-                if error is not None:
-                    _failed_move(run, error)
-            list(pool.map(_finish, runs))
+        moved = [run for run, error in zip(runs, moves, strict=True) if error is None]
+        record_live_versions(deployment, moved)
+        log_moves(deployment, moved)
+        for run, error in zip(runs, moves, strict=True):
+            if error is not None:
+                _failed_move(run, error)
+        verifying = [run for run in runs if run.status is None]
+        probe_all(verifying)
+        for run in verifying:
+            run.status = execute(
+                run, lambda run=run: run_steps(run, ROLLBACK_STEPS[1:]), on_retry=_retry_alone
+            )
     finally:
         heartbeat.stop()
     advance(deployment_id=deployment_id)
@@ -82,13 +89,21 @@ def _failed_move(run: RegionRun, error: AwsError) -> None:
     run.status = execute(run, failed, on_retry=_retry_alone)
 
 
-def _finish(run: RegionRun) -> None:
-    """The steps after the alias (verify), then the region's end; in a region thread."""
-    try:
-        if run.status is None:
-            run.status = execute(run, lambda: run_steps(run, ROLLBACK_STEPS[1:]), on_retry=_retry_alone)
-    finally:
-        connection.close()
+def probe_all(runs: list[RegionRun]) -> None:
+    """Every region's health URL probed at once, as each region's verify step would probe its
+    own (the same tries), so the steps after the alias then run one region after another on this
+    thread: a rollback holds one database connection, not one per region."""
+    if not runs or not settings.DEPLOY_VERIFY:
+        return
+    urls = {run.rd.pk: run.health_url() for run in runs}
+    wanted = sorted({url for url in urls.values() if url})
+    if not wanted:
+        return
+    results = runs[0].probe(wanted)  # (one release, so one health check for every region)
+    for run in runs:
+        url = urls[run.rd.pk]
+        if url:
+            run.probed = {url: results[url]}
 
 
 def record_live_versions(deployment: Deployment, runs: list[RegionRun]) -> None:
