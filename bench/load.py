@@ -93,7 +93,9 @@ def run_load(stack, args, regions, CpuMeter, other_zip, percentile) -> None:  # 
 
     def sample() -> None:
         dsn = f"host={db['HOST'] or '127.0.0.1'} port={db['PORT'] or 5432} user={db['USER']} dbname=postgres"
-        with psycopg.connect(dsn + (f" password={db['PASSWORD']}" if db["PASSWORD"] else "")) as pg:
+        password = f" password={db['PASSWORD']}" if db["PASSWORD"] else ""
+        # Autocommit: in a transaction PostgreSQL answers every read of pg_stat_activity from one snapshot.
+        with psycopg.connect(dsn + password, autocommit=True) as pg:
             while not sampling.is_set():
                 (n,) = pg.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE datname = %s", [db["NAME"]]
