@@ -20,8 +20,7 @@ import statistics
 import time
 
 import boto3
-from fanout import cpu_seconds
-from harness import Stack, timed
+from harness import Stack, cpu_seconds, timed
 
 
 def route53_calls(stats: dict) -> int:

@@ -100,6 +100,8 @@ class RegionRun:
         self._placement_id: int | None = getattr(self.rd, "placement_id", None)  # set by claim
         self.live: StagePlacement | None = None  # the stage's placement as this run recorded it
         self.move_started = 0.0
+        self.move_ms = 0  # how long the rollback's alias move took
+        self.probed: dict[str, ProbeResult] | None = None  # results probed already (a rollback's)
         # The step that parked this region, when it is resumed from a park ("shift": a canary's
         # bake, "api": a certificate's validation).
         self.parked_for = self.rd.step if self.rd.resume_at is not None else ""
@@ -153,7 +155,10 @@ class RegionRun:
 
     def probe(self, urls: list[str], *, steady: bool = False) -> dict[str, ProbeResult]:
         """Probe the release's health check at ``urls`` as the deploy does (DEPLOY_VERIFY_ATTEMPTS
-        tries, DEPLOY_VERIFY_INTERVAL apart); ``{url: last result}``."""
+        tries, DEPLOY_VERIFY_INTERVAL apart); ``{url: last result}``. URLs probed already (a
+        rollback probes its regions together) are not probed again."""
+        if self.probed is not None and all(url in self.probed for url in urls):
+            return {url: self.probed[url] for url in urls}
         targets = [
             ProbeTarget(
                 url,

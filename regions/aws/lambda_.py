@@ -267,16 +267,18 @@ def update_config(
 
 @aws_errors
 def wait_until_updated(
-    region: str, name: str, *, timeout_s: float = 300, role_arn: str = "", poll_s: float = 2.0
+    region: str, name: str, *, timeout_s: float = 300, role_arn: str = "", poll_s: float = 1.0
 ) -> FunctionInfo:
-    """Poll until ``name`` is no longer Pending and its last update is no longer InProgress.
+    """Poll until ``name`` is no longer Pending and its last update is no longer InProgress:
+    first after 0.1 s, then twice as long each time up to ``poll_s`` (Lambda settles in about
+    1-3 s, so a deploy waits at most about ``poll_s`` past the moment it did).
 
     Returns the settled ``$LATEST``. Raises AwsError ``FunctionFailed`` (with Lambda's reason)
     when the function or its last update failed, ``WaiterTimeout`` after ``timeout_s``, and
     ``ResourceNotFoundException`` when there is no such function."""
     lam = _lambda(region, role_arn)
     deadline = time.monotonic() + timeout_s
-    pause = min(0.25, poll_s)
+    pause = min(0.1, poll_s)
     while True:
         config = lam.get_function_configuration(FunctionName=name)
         state = config.get("State") or ""

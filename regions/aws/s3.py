@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import ClientError
 
@@ -110,9 +112,14 @@ def upload_file(
     extra: dict = {}
     if sha256_hex:
         extra["Metadata"] = {SHA256_METADATA: sha256_hex}
-    client("s3", region, role_arn=role_arn).upload_file(
-        str(path), bucket, key, ExtraArgs=extra or None, Config=TRANSFER_CONFIG
-    )
+    s3 = client("s3", region, role_arn=role_arn)
+    if os.path.getsize(path) < TRANSFER_CONFIG.multipart_threshold:
+        # One PutObject, as the transfer manager would send, without the thread pool it starts
+        # for every upload (most artifacts are far below the threshold).
+        with open(path, "rb") as body:
+            s3.put_object(Bucket=bucket, Key=key, Body=body, **extra)
+        return
+    s3.upload_file(str(path), bucket, key, ExtraArgs=extra or None, Config=TRANSFER_CONFIG)
 
 
 @aws_errors

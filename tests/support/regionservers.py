@@ -10,6 +10,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from regions.catalog import commercial_regions
 
 
+class _Server(ThreadingHTTPServer):
+    # Every region's health check at once (a rollback's, a wave's) connects at once: socketserver's
+    # backlog of 5 would drop the rest of the SYNs, each then retried by the client a second later.
+    request_queue_size = 128
+
+
 class RegionEndpoints:
     def __init__(self) -> None:
         self.failing: set[str] = set()
@@ -35,7 +41,7 @@ class RegionEndpoints:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)

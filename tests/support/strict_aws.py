@@ -22,7 +22,8 @@ The rules and where AWS documents them:
   ``BadRequestException``.
   https://docs.aws.amazon.com/apigateway/latest/developerguide/how-to-custom-domains-prerequisites.html
 - ``lambda_states``: a new function is ``Pending`` for ``lambda_pending_s``, an update leaves
-  ``LastUpdateStatus: InProgress`` for ``lambda_update_s``; an update or a publish meanwhile is a
+  ``LastUpdateStatus: InProgress`` for ``lambda_update_s`` (each window drawn uniformly within
+  ``lambda_jitter``, a fraction, of its length; 0: exactly); an update or a publish meanwhile is a
   ``ResourceConflictException``.
   https://docs.aws.amazon.com/lambda/latest/dg/functions-states.html
 - ``iam_propagation``: for ``iam_propagation_s`` after ``CreateRole``, ``CreateFunction`` with the
@@ -45,6 +46,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import random
 import re
 import threading
 import time
@@ -69,6 +71,7 @@ class Rules:
     lambda_states: bool = True
     lambda_pending_s: float = 2.0
     lambda_update_s: float = 1.0
+    lambda_jitter: float = 0.0
     iam_propagation: bool = True
     iam_propagation_s: float = 5.0
     route53_rate: bool = True
@@ -407,14 +410,14 @@ class StrictAws:
                 data = json.loads(payload)
                 key = (call.region, data.get("FunctionName", ""))
                 with self._lock:
-                    self._pending_until[key] = now + r.lambda_pending_s
+                    self._pending_until[key] = now + _window(r.lambda_pending_s, r.lambda_jitter)
                     self._updating_until.pop(key, None)
                 return json.dumps(self._with_state(key, data, now)).encode()
             if operation in ("UpdateFunctionCode", "UpdateFunctionConfiguration"):
                 data = json.loads(payload)
                 key = (call.region, data.get("FunctionName", ""))
                 with self._lock:
-                    self._updating_until[key] = now + r.lambda_update_s
+                    self._updating_until[key] = now + _window(r.lambda_update_s, r.lambda_jitter)
                 return json.dumps(self._with_state(key, data, now)).encode()
             if operation in ("GetFunction", "GetFunctionConfiguration"):
                 data = json.loads(payload)
@@ -479,6 +482,13 @@ class StrictAws:
                 seen = self._validated.get(arn)
                 if seen is not None and now - seen >= self.rules.acm_issue_delay_s:
                     cert.status = "ISSUED"
+
+
+def _window(length_s: float, jitter: float) -> float:
+    """A settling window of about ``length_s``: exactly, or drawn within ``jitter`` of it."""
+    if not jitter:
+        return length_s
+    return random.uniform(length_s * (1 - jitter), length_s * (1 + jitter))  # noqa: S311 - not security
 
 
 def _validation_records(cert) -> list[tuple[str, str]]:

@@ -64,6 +64,7 @@ def move_only(run: RegionRun) -> AwsError | None:
         )
     except AwsError as err:
         return err
+    run.move_ms = int((time.monotonic() - run.move_started) * 1000)
     return None
 
 
