@@ -5,12 +5,19 @@ kombu's own ``_put`` creates the message file in the queue folder and then write
 is still empty and die on it (``JSONDecodeError``, an unrecoverable worker error). Here a message
 is written under a name no consumer looks at and renamed into place once complete, so a consumer
 only ever sees whole messages. ``controlplane/celery.py`` makes it the transport of ``filesystem://`` URLs.
+
+A queue folder that is missing or unreadable (an unmounted volume, a folder being restored)
+is an outage, not a crash: a consumer logs it once and finds no message until the folder is back,
+then goes on at once; a producer's message fails to send (``controlplane.queue`` logs it and the
+reaper sends the work again).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
+from queue import Empty
 from time import monotonic
 
 from kombu.exceptions import ChannelError
@@ -18,8 +25,28 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import str_to_bytes
 from kombu.utils.json import dumps
 
+log = logging.getLogger("controlplane.broker")
+
 
 class Channel(filesystem.Channel):
+    _unavailable = False
+
+    def _get(self, queue):
+        try:
+            message = super()._get(queue)  # (Empty when there is none)
+        except OSError as exc:  # the folder's listing failed (a missing file is skipped)
+            if not self._unavailable:
+                log.warning("broker folder %s unavailable (%s); waiting for it", self.data_folder_in, exc)
+            self._unavailable = True
+            raise Empty() from exc
+        self._back()
+        return message
+
+    def _back(self) -> None:
+        if self._unavailable:
+            log.warning("broker folder %s is back", self.data_folder_in)
+            self._unavailable = False
+
     def _put(self, queue, payload, **kwargs):
         """Put ``payload`` on ``queue``: written to a hidden file, then renamed into the folder
         (atomic on one filesystem). The name keeps kombu's ``<ms>_<uuid>.<queue>.msg`` order."""
