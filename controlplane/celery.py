@@ -10,6 +10,8 @@ from kombu.transport import TRANSPORT_ALIASES
 # filesystem:// (the embedded default's broker) is kombu's filesystem transport with each message
 # written atomically (see broker.py), in every process that loads the Celery app.
 TRANSPORT_ALIASES["filesystem"] = "controlplane.broker:Transport"
+# redis:// is kombu's Redis transport surviving the loss of its connection (see broker.py).
+TRANSPORT_ALIASES["redis"] = "controlplane.broker:RedisTransport"
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
