@@ -74,10 +74,10 @@ class ChaosStack:
         """A worker process on the chaos queue, once it says it is ready (read from its log: its
         result backend may not be the test process's)."""
         worker = WorkerProcess(env=self.env, concurrency=16, name=f"{name}-{self.queue}", queue=self.queue)
-        mark = len(worker.log())
         self.workers.append(worker.start(wait=False))
-        wait_for(lambda: " ready." in worker.log_path.read_text(errors="replace")[mark:] if worker.log_path.exists() else False,
-                 timeout=60, interval=0.1, message=f"worker {name} to be ready")  # fmt: skip
+        wait_for(
+            lambda: " ready." in worker.log(), timeout=60, interval=0.1, message=f"worker {name} to be ready"
+        )
         return worker
 
     def stop(self) -> None:

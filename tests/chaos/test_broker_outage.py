@@ -80,8 +80,10 @@ def test_broker_outage_mid_deploy_loses_nothing_and_accepted_deploys_start_soon_
     outage.end()
     back = time.time()
 
-    started = wait_for(lambda: Deployment.objects.filter(pk=second).exclude(started_at=None).first(),
-                       timeout=60, interval=0.1, message="the deploy accepted during the outage to start")  # fmt: skip
+    started = wait_for(
+        lambda: Deployment.objects.filter(pk=second).exclude(started_at=None).first(),
+        timeout=60, interval=0.1, message="the deploy accepted during the outage to start",
+    )  # fmt: skip
     start_after_return = started.started_at.timestamp() - back
     wait_done(first, timeout=90)
     wait_done(second, timeout=90)
