@@ -286,6 +286,14 @@ AWS_ENDPOINT_URLS = {
     if key.startswith("AWS_ENDPOINT_URL_") and value
 }
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=8)
+# botocore's retry mode. "standard" with a short backoff on throttling won the measurement against
+# every other call throttled (README, "Throttling"); "adaptive" is there to compare.
+AWS_RETRY_MODE = env.str("AWS_RETRY_MODE", default="standard")
+# Standard mode's wait before retry i: rand(0, 1) * min(base * 2**i, max) (botocore: 1 s and 20 s).
+AWS_THROTTLE_BASE_DELAY = env.float("AWS_THROTTLE_BASE_DELAY", default=0.1)
+AWS_RETRY_MAX_DELAY = env.float("AWS_RETRY_MAX_DELAY", default=5.0)
+# Client-side rate limit per AWS service and region, shared by every worker (0: none).
+AWS_REQUESTS_PER_SECOND = env.float("AWS_REQUESTS_PER_SECOND", default=0.0)
 AWS_LAMBDA_ROLE_ARN = env.str("AWS_LAMBDA_ROLE_ARN", default="")
 
 # --- Product settings -----------------------------------------------------------------------
@@ -300,13 +308,14 @@ REGION_DEPLOY_TIME_LIMIT = env.int("REGION_DEPLOY_TIME_LIMIT", default=900)
 # REGION_HEARTBEAT_INTERVAL seconds; a region silent for REGION_HEARTBEAT_TIMEOUT is resumed by the
 # reaper (every REAPER_INTERVAL) on another worker, at the step it stood at (the steps are
 # idempotent: one Lambda version per release and region, the alias moved once). Worst case from a
-# SIGKILL to the resume: TIMEOUT + REAPER_INTERVAL (+ a claim), 25 s with the defaults.
+# SIGKILL to the resume: TIMEOUT + REAPER_INTERVAL (+ a claim), 20 s with the defaults; a region is
+# taken over only after three beats in a row were missed.
 # Why not Celery's worker heartbeats: they travel through the broker (so a broker outage makes
 # every worker look dead, and the filesystem broker has no event bus), say which worker is alive
 # but not which region it holds, and need a monitor process; the row's heartbeat lives where the
 # region's state does and is checked by the same conditional update that claims it.
 REGION_HEARTBEAT_INTERVAL = env.float("REGION_HEARTBEAT_INTERVAL", default=5.0)
-REGION_HEARTBEAT_TIMEOUT = env.float("REGION_HEARTBEAT_TIMEOUT", default=20.0)
+REGION_HEARTBEAT_TIMEOUT = env.float("REGION_HEARTBEAT_TIMEOUT", default=15.0)
 # How often beat runs the reaper: resumes silent regions, re-sends work whose message was lost.
 REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
 # Queued work older than this with no sign of a worker is sent again (a lost message), at most
