@@ -82,7 +82,7 @@ class ChaosStack:
 
     def stop(self) -> None:
         for worker in self.workers:
-            worker.stop()
+            worker.kill()  # (nothing to finish: the scenario is over)
         self.beat.stop()
         self._pointed.__exit__(None, None, None)
         if self.redis:
