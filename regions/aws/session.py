@@ -327,13 +327,14 @@ def client(service: str, region: str, *, role_arn: str = "") -> BaseClient:
 
 def _tune_throttling_backoff(client: BaseClient) -> None:
     """Standard retries wait ``rand(0, 1) * min(base * 2**i, cap)`` before retry ``i``, with a
-    base of 1 s for throttling errors and a cap of 20 s. Measured against every other AWS call
-    throttled (tests/chaos/test_throttling.py), that base made a deploy take 5-8x as long: a
-    call throttled twice in a row already waits 1.5 s on average, and half of the calls of a
-    region's sequential steps are throttled. AWS_THROTTLE_BASE_DELAY and AWS_RETRY_MAX_DELAY set
-    both (0.1 s and 5 s by default: a throttled call costs a retry and ~50 ms, still doubling
-    per retry so a quota that stays exceeded is backed off from). Adaptive mode has no such
-    backoff (its client-side rate limit adds its own waits) and is left as botocore makes it."""
+    base of 1 s for throttling errors and a cap of 20 s. When half of the calls are throttled
+    whatever the rate, each retry level adds ``base / 4`` on average (half as likely, twice as
+    long), about ``1.75 * base`` per call over 8 attempts: with 1 s, a region's ~40 sequential
+    calls waited over a minute more, and a deploy took 5-8x as long (tests/chaos/test_throttling.py).
+    AWS_THROTTLE_BASE_DELAY (25 ms) and AWS_RETRY_MAX_DELAY (5 s) set both: a throttled call costs
+    about one more round trip, and a quota that stays exceeded is still backed off from, doubling
+    up to seconds. Adaptive mode has its own client-side rate limiter instead and is left as
+    botocore makes it."""
     if getattr(settings, "AWS_RETRY_MODE", "standard") != "standard":
         return
     service_event = client.meta.service_model.service_id.hyphenize()

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+from kombu import pools
 
 from .awsproxy import HOP_BY_HOP
 from .processes import ROOT, wait_for
@@ -113,6 +114,7 @@ def celery_pointed_at(*, broker_url: str | None, transport_options: dict | None,
             app._pool.force_close_all()
             app._pool = None
         app.amqp._producer_pool = None
+        pools.reset()  # kombu's producer pools, kept per broker URL across the switch
 
     reset()
     if broker_url is not None:
