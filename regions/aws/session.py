@@ -337,6 +337,11 @@ def _tune_throttling_backoff(client: BaseClient) -> None:
     botocore makes it."""
     if getattr(settings, "AWS_RETRY_MODE", "standard") != "standard":
         return
+    if client.meta.service_model.service_name == "route53":
+        # Route 53's quota is a rate for the whole account that the shared bucket paces
+        # (ROUTE53_REQUESTS_PER_SECOND); its retries keep botocore's longer backoff, so they
+        # never come back faster than that rate.
+        return
     service_event = client.meta.service_model.service_id.hyphenize()
     handlers = getattr(client.meta.events, "_emitter", client.meta.events)._unique_id_handlers
     registered = handlers.get(f"retry-config-{service_event}")
