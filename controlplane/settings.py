@@ -285,7 +285,7 @@ AWS_ENDPOINT_URLS = {
     for key, value in os.environ.items()
     if key.startswith("AWS_ENDPOINT_URL_") and value
 }
-AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=8)
+AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=12)
 # botocore's retry mode. "standard" with a short backoff on throttling won the measurement against
 # every other call throttled (README, "Throttling"); "adaptive" is there to compare.
 AWS_RETRY_MODE = env.str("AWS_RETRY_MODE", default="standard")

@@ -248,7 +248,7 @@ def client_config() -> Config:
             "mode": getattr(settings, "AWS_RETRY_MODE", "standard"),
             # Total attempts, first one included, as the AWS_MAX_ATTEMPTS environment variable means
             # it (botocore's "max_attempts" key would count retries only).
-            "total_max_attempts": int(getattr(settings, "AWS_MAX_ATTEMPTS", 8)),
+            "total_max_attempts": int(getattr(settings, "AWS_MAX_ATTEMPTS", 12)),
         },
         connect_timeout=float(getattr(settings, "AWS_CONNECT_TIMEOUT", 5)),
         read_timeout=float(getattr(settings, "AWS_READ_TIMEOUT", 60)),

@@ -31,7 +31,7 @@ VARIANTS = {
     "adaptive + rate limit 5/s per service and region": {
         "AWS_RETRY_MODE": "adaptive", "AWS_REQUESTS_PER_SECOND": "5"},
 }  # fmt: skip
-ROUNDS = 3 if LONG else 2
+ROUNDS = 3
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS) if LONG else [SHIPPED])
