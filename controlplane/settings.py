@@ -290,7 +290,7 @@ AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=12)
 # every other call throttled (README, "Throttling"); "adaptive" is there to compare.
 AWS_RETRY_MODE = env.str("AWS_RETRY_MODE", default="standard")
 # Standard mode's wait before retry i: rand(0, 1) * min(base * 2**i, max) (botocore: 1 s and 20 s).
-AWS_THROTTLE_BASE_DELAY = env.float("AWS_THROTTLE_BASE_DELAY", default=0.025)
+AWS_THROTTLE_BASE_DELAY = env.float("AWS_THROTTLE_BASE_DELAY", default=0.01)
 AWS_RETRY_MAX_DELAY = env.float("AWS_RETRY_MAX_DELAY", default=5.0)
 # Client-side rate limit per AWS service and region, shared by every worker (0: none).
 AWS_REQUESTS_PER_SECOND = env.float("AWS_REQUESTS_PER_SECOND", default=0.0)

@@ -331,7 +331,7 @@ def _tune_throttling_backoff(client: BaseClient) -> None:
     whatever the rate, each retry level adds ``base / 4`` on average (half as likely, twice as
     long), about ``1.75 * base`` per call over 8 attempts: with 1 s, a region's ~40 sequential
     calls waited over a minute more, and a deploy took 5-8x as long (tests/chaos/test_throttling.py).
-    AWS_THROTTLE_BASE_DELAY (25 ms) and AWS_RETRY_MAX_DELAY (5 s) set both: a throttled call costs
+    AWS_THROTTLE_BASE_DELAY (10 ms) and AWS_RETRY_MAX_DELAY (5 s) set both: a throttled call costs
     about one more round trip, and a quota that stays exceeded is still backed off from, doubling
     up to seconds. Adaptive mode has its own client-side rate limiter instead and is left as
     botocore makes it."""
