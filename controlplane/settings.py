@@ -267,7 +267,21 @@ BROKER_DIR = DATA_DIR / "broker"
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
     CELERY_RESULT_BACKEND = env.str("CELERY_RESULT_BACKEND", default=REDIS_URL)
-    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+    # A worker must notice a dead Redis within seconds and reconnect as soon as it is back:
+    # sockets time out (a blocking read waits at most 1 s for a message, so 10 s is never hit by
+    # an idle queue), connections are checked when idle, and the reconnect backoff is capped at
+    # CELERY_BROKER_RECONNECT_MAX (kombu's default grows to 30 s between tries). The visibility
+    # timeout only matters for a worker that died holding a message: the reaper resumes its
+    # regions long before (REGION_HEARTBEAT_TIMEOUT), and a late redelivery is refused by the
+    # claim, so it stays long enough never to redeliver a live long task (a build, a canary).
+    CELERY_BROKER_TRANSPORT_OPTIONS: dict = {
+        "visibility_timeout": 3600,
+        "socket_timeout": 10,
+        "socket_connect_timeout": 3,
+        "socket_keepalive": True,
+        "health_check_interval": 10,
+        "retry_on_timeout": True,
+    }
 else:
     # kombu's filesystem transport: a real broker between processes, no server to run.
     for sub in ("queue", "processed", "control"):
@@ -292,6 +306,9 @@ CELERY_WORKER_POOL = env.str("CELERY_WORKER_POOL", default="threads")
 CELERY_WORKER_CONCURRENCY = env.int("CELERY_WORKER_CONCURRENCY", default=16)
 CELERY_WORKER_PREFETCH_MULTIPLIER = env.int("CELERY_WORKER_PREFETCH_MULTIPLIER", default=1)
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+# Longest wait between two tries to reach a broker that went away (worker, beat, web): a broker
+# that comes back is used again within this many seconds.
+CELERY_BROKER_RECONNECT_MAX = env.float("CELERY_BROKER_RECONNECT_MAX", default=2.0)
 
 # --- AWS ------------------------------------------------------------------------------------
 # One endpoint for every service (a moto server, LocalStack), or per service with
@@ -302,7 +319,15 @@ AWS_ENDPOINT_URLS = {
     for key, value in os.environ.items()
     if key.startswith("AWS_ENDPOINT_URL_") and value
 }
-AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=8)
+AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=12)
+# botocore's retry mode. "standard" with a short backoff on throttling won the measurement against
+# every other call throttled (README, "Throttling"); "adaptive" is there to compare.
+AWS_RETRY_MODE = env.str("AWS_RETRY_MODE", default="standard")
+# Standard mode's wait before retry i: rand(0, 1) * min(base * 2**i, max) (botocore: 1 s and 20 s).
+AWS_THROTTLE_BASE_DELAY = env.float("AWS_THROTTLE_BASE_DELAY", default=0.01)
+AWS_RETRY_MAX_DELAY = env.float("AWS_RETRY_MAX_DELAY", default=5.0)
+# Client-side rate limit per AWS service and region, shared by every worker (0: none).
+AWS_REQUESTS_PER_SECOND = env.float("AWS_REQUESTS_PER_SECOND", default=0.0)
 AWS_LAMBDA_ROLE_ARN = env.str("AWS_LAMBDA_ROLE_ARN", default="")
 
 # --- Product settings -----------------------------------------------------------------------
@@ -311,10 +336,27 @@ ARTIFACT_BUCKET = env.str("ARTIFACT_BUCKET", default="")
 ARTIFACT_DIR = DATA_DIR / "artifacts"
 VERSION_RETENTION = env.int("VERSION_RETENTION", default=10)
 REGION_DEPLOY_TIME_LIMIT = env.int("REGION_DEPLOY_TIME_LIMIT", default=900)
-# A running region whose worker has been silent this long is resumed by the reaper.
-REGION_HEARTBEAT_TIMEOUT = env.int("REGION_HEARTBEAT_TIMEOUT", default=180)
-# Queued work older than this with no sign of a worker is sent again (the broker may have been down).
-REQUEUE_AFTER = env.int("REQUEUE_AFTER", default=60)
+# Recovery from a dead worker: a short heartbeat per running region, in the database. While a
+# region's job runs, a thread of its own (not the step loop, so a long AWS call, a waiter or a
+# sandboxed build never delays it) writes the region's heartbeat_at every
+# REGION_HEARTBEAT_INTERVAL seconds; a region silent for REGION_HEARTBEAT_TIMEOUT is resumed by the
+# reaper (every REAPER_INTERVAL) on another worker, at the step it stood at (the steps are
+# idempotent: one Lambda version per release and region, the alias moved once). Worst case from a
+# SIGKILL to the resume: TIMEOUT + REAPER_INTERVAL (+ a claim), 20 s with the defaults; a region is
+# taken over only after three beats in a row were missed.
+# Why not Celery's worker heartbeats: they travel through the broker (so a broker outage makes
+# every worker look dead, and the filesystem broker has no event bus), say which worker is alive
+# but not which region it holds, and need a monitor process; the row's heartbeat lives where the
+# region's state does and is checked by the same conditional update that claims it.
+REGION_HEARTBEAT_INTERVAL = env.float("REGION_HEARTBEAT_INTERVAL", default=5.0)
+REGION_HEARTBEAT_TIMEOUT = env.float("REGION_HEARTBEAT_TIMEOUT", default=15.0)
+# How often beat runs the reaper: resumes silent regions, re-sends work whose message was lost.
+REAPER_INTERVAL = env.float("REAPER_INTERVAL", default=5.0)
+# Queued work older than this with no sign of a worker is sent again (a lost message), at most
+# once per REQUEUE_AFTER per item. After an outage of the broker (or of beat and the workers: the
+# reaper did not run for 2 x REAPER_INTERVAL, or the broker lost its data), every queued piece of
+# work is sent again at once, whatever its age.
+REQUEUE_AFTER = env.float("REQUEUE_AFTER", default=30.0)
 DEPLOY_VERIFY = env.bool("DEPLOY_VERIFY", default=True)
 DEPLOY_VERIFY_ATTEMPTS = env.int("DEPLOY_VERIFY_ATTEMPTS", default=5)
 DEPLOY_VERIFY_INTERVAL = env.float("DEPLOY_VERIFY_INTERVAL", default=2.0)

@@ -149,13 +149,17 @@ def region_is_busy(rd: RegionDeployment) -> bool:
 
 class Heartbeat:
     """Keeps a running region's ``heartbeat_at`` fresh from a background thread while its steps
-    run (one step may outlast REGION_HEARTBEAT_TIMEOUT), so no other worker takes it over while
-    this one is alive."""
+    run (one AWS call, waiter or build may outlast REGION_HEARTBEAT_TIMEOUT), so no other worker
+    takes it over while this one is alive: a beat every REGION_HEARTBEAT_INTERVAL seconds (at
+    least three per timeout). A beat that fails (the database briefly unreachable or locked) is
+    logged and the next one is tried on time."""
 
     def __init__(self, region_deployment_ids: int | list[int]) -> None:
         ids = region_deployment_ids
         self.pks = [ids] if isinstance(ids, int) else list(ids)
-        self.interval = max(0.2, settings.REGION_HEARTBEAT_TIMEOUT / 3)
+        self.interval = max(
+            0.2, min(float(settings.REGION_HEARTBEAT_INTERVAL), settings.REGION_HEARTBEAT_TIMEOUT / 3)
+        )
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self.pks[0]}", daemon=True)
         self._thread.start()
@@ -163,9 +167,11 @@ class Heartbeat:
     def _beat(self) -> None:
         try:
             while not self._stopped.wait(self.interval):
-                states.beat(self.pks)
-        except Exception:  # noqa: BLE001 - a missed beat is retried; the reaper is the backstop
-            logger.warning("heartbeat of region deployments %s stopped", self.pks, exc_info=True)
+                try:
+                    states.beat(self.pks)
+                except Exception:  # noqa: BLE001 - the next beat is tried; the reaper is the backstop
+                    logger.warning("heartbeat of region deployments %s failed", self.pks, exc_info=True)
+                    connection.close()  # a broken connection is opened again by the next beat
         finally:
             connection.close()
 

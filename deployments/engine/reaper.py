@@ -1,11 +1,23 @@
-"""The reaper: finds work that a lost message, a dead worker or a down broker left behind."""
+"""The reaper: finds work that a lost message, a dead worker or a down broker left behind.
+
+Beat runs it every REAPER_INTERVAL seconds. Each piece of stuck work is sent again when it
+becomes stuck (a region whose heartbeat just went stale, queued work just past REQUEUE_AFTER),
+then at most once per REQUEUE_AFTER while it stays stuck, so a saturated worker pool is not
+flooded with duplicates. After an outage, everything waiting is sent again at once: the reaper
+itself runs through the broker, so when it finds it did not run for 2 x REAPER_INTERVAL (the
+broker, beat or every worker was gone), or Redis came back without its data, the messages of
+that time were lost or never sent.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
+
+from regions.aws import ratelimit
 
 from ..choices import ACTIVE_DEPLOYMENT_STATUSES, DeploymentKind, DeploymentStatus, EventLevel, RegionStatus
 from ..events import log_event
@@ -15,6 +27,26 @@ from .build import BUILD_RESTARTS, build_is_stale, build_restarts, fail_unstarte
 from .claim import heartbeat_cutoff
 from .driver import after_region, bake_remaining
 
+logger = logging.getLogger("controlplane.deployments")
+
+ALIVE_KEY = "reaper-alive"
+
+
+def after_outage() -> bool:
+    """True when the reaper did not run in the last 2 x REAPER_INTERVAL, or the broker lost its
+    data: the messages sent meanwhile may never have reached a worker. Marks this run."""
+    return not ratelimit.touch(ALIVE_KEY, ttl=2 * settings.REAPER_INTERVAL)
+
+
+def _due(since: datetime, *, now: datetime, after: float) -> bool:
+    """Work waiting since ``since`` is re-sent when it has waited ``after`` seconds, then once
+    per REQUEUE_AFTER: true in a window of two reaper periods after each of those moments (two,
+    so a late run never misses it; a duplicate is refused by the claim)."""
+    waited = (now - since).total_seconds() - after
+    if waited < 0:
+        return False
+    return waited % max(float(settings.REQUEUE_AFTER), 1.0) < 2 * settings.REAPER_INTERVAL
+
 
 def reap() -> dict[str, int]:
     """Requeue or fail stuck work; returns counts. Safe to run any time on any worker: every
@@ -22,6 +54,12 @@ def reap() -> dict[str, int]:
     now = timezone.now()
     limit = now - timedelta(seconds=settings.REGION_DEPLOY_TIME_LIMIT)
     grace = now - timedelta(seconds=settings.REQUEUE_AFTER)
+    everything = after_outage()
+    if everything:
+        logger.warning(
+            "reaper: first run after an outage (or a broker that lost its data): "
+            "sending every waiting piece of work again"
+        )
     counts = {"resumed": 0, "timed_out": 0, "restarted": 0, "resent": 0, "rebuilt": 0, "build_failed": 0}
 
     stuck = RegionDeployment.objects.filter(
@@ -47,15 +85,17 @@ def reap() -> dict[str, int]:
                 )
                 after_region(rd)
                 counts["timed_out"] += 1
-        else:
+        elif everything or _due(rd.heartbeat_at, now=now, after=settings.REGION_HEARTBEAT_TIMEOUT):
             dispatch.regions(rd.pk)
             counts["resumed"] += 1
 
-    for pk in Deployment.objects.filter(status=DeploymentStatus.QUEUED, created_at__lt=grace).values_list(
-        "pk", flat=True
-    ):
-        dispatch.start(pk)
-        counts["restarted"] += 1
+    queued = Deployment.objects.filter(status=DeploymentStatus.QUEUED)
+    if not everything:
+        queued = queued.filter(created_at__lt=grace)
+    for pk, created_at in queued.values_list("pk", "created_at"):
+        if everything or _due(created_at, now=now, after=settings.REQUEUE_AFTER):
+            dispatch.start(pk)
+            counts["restarted"] += 1
 
     # Regions released to the workers (their wave started, or a retry is due) whose message was
     # lost: sent again, a later wave only once its bake time is over.
@@ -70,7 +110,7 @@ def reap() -> dict[str, int]:
     for rd in waiting:
         deployment = rd.deployment
         since = max(t for t in (deployment.started_at, deployment.created_at, rd.heartbeat_at) if t)
-        if since < grace and not bake_remaining(rd):
+        if (everything or _due(since, now=now, after=settings.REQUEUE_AFTER)) and not bake_remaining(rd):
             ids.append(rd.pk)
     if ids:
         dispatch.regions(ids)

@@ -11,13 +11,19 @@ https://repost.aws/knowledge-center/route-53-avoid-throttling-errors).
   would take a write lock on SQLite that the deploy's own writes queue behind.
 
 :func:`once` is a marker with an expiry in the same place: the first caller of a key gets True
-(one region writes a record every region needs).
+(one region writes a record every region needs); :func:`touch` refreshes a marker and says
+whether it was still there (the reaper notices that it did not run for a while, or that Redis
+lost its data).
+
+Redis being unreachable never fails the caller: a bucket lets the call go (AWS's own throttling
+and the call's retries take over), a marker reads as absent.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import threading
 import time
@@ -38,6 +44,13 @@ return tostring(wait)
 """
 _redis = None
 _redis_lock = threading.Lock()
+log = logging.getLogger("controlplane.ratelimit")
+
+
+def _redis_errors() -> tuple[type[BaseException], ...]:
+    import redis
+
+    return (redis.RedisError, OSError)
 
 
 def _client():
@@ -83,7 +96,11 @@ def _take_file(key: str, rate: float, burst: float) -> float:
 
 def _take(key: str, rate: float, burst: float) -> float:
     if getattr(settings, "REDIS_URL", ""):
-        return float(_client().eval(_LUA, 1, f"controlplane:bucket:{key}", rate, burst, time.time()))
+        try:
+            return float(_client().eval(_LUA, 1, f"controlplane:bucket:{key}", rate, burst, time.time()))
+        except _redis_errors() as exc:
+            log.warning("rate limit %s: Redis unreachable (%s); going ahead without a token", key, exc)
+            return 0.0
     return _take_file(key, rate, burst)
 
 
@@ -104,7 +121,11 @@ def acquire(key: str, *, rate: float, burst: float, timeout: float = 120.0) -> f
 def once(key: str, *, ttl: float) -> bool:
     """True for the first caller of ``key`` within ``ttl`` seconds, False for the others."""
     if getattr(settings, "REDIS_URL", ""):
-        return bool(_client().set(f"controlplane:once:{key}", "1", nx=True, px=int(ttl * 1000)))
+        try:
+            return bool(_client().set(f"controlplane:once:{key}", "1", nx=True, px=int(ttl * 1000)))
+        except _redis_errors() as exc:
+            log.warning("marker %s: Redis unreachable (%s); taking it", key, exc)
+            return True
     path = _path(f"once-{key}")
     with open(path, "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
@@ -125,9 +146,37 @@ def once(key: str, *, ttl: float) -> bool:
 def forget(key: str) -> None:
     """Drop a :func:`once` marker (its holder failed; the next caller tries again)."""
     if getattr(settings, "REDIS_URL", ""):
-        _client().delete(f"controlplane:once:{key}")
+        try:
+            _client().delete(f"controlplane:once:{key}")
+        except _redis_errors() as exc:
+            log.warning("marker %s: Redis unreachable (%s); it expires by itself", key, exc)
         return
     try:
         os.unlink(_path(f"once-{key}"))
     except FileNotFoundError:
         pass
+
+
+def touch(key: str, *, ttl: float) -> bool:
+    """Set marker ``key`` to expire ``ttl`` seconds from now; returns whether it was still set
+    (touched within its previous ``ttl``). False the first time, after a pause longer than
+    ``ttl``, and when Redis restarted without its data or cannot be reached."""
+    if getattr(settings, "REDIS_URL", ""):
+        try:
+            return _client().set(f"controlplane:seen:{key}", "1", px=int(ttl * 1000), get=True) is not None
+        except _redis_errors() as exc:
+            log.warning("marker %s: Redis unreachable (%s)", key, exc)
+            return False
+    path = _path(f"seen-{key}")
+    with open(path, "a+") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            handle.seek(0)
+            raw = handle.read()
+            now = time.time()
+            handle.seek(0)
+            handle.truncate()
+            handle.write(str(now + ttl))
+            return bool(raw) and float(raw) > now
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

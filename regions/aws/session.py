@@ -248,7 +248,7 @@ def client_config() -> Config:
             "mode": getattr(settings, "AWS_RETRY_MODE", "standard"),
             # Total attempts, first one included, as the AWS_MAX_ATTEMPTS environment variable means
             # it (botocore's "max_attempts" key would count retries only).
-            "total_max_attempts": int(getattr(settings, "AWS_MAX_ATTEMPTS", 8)),
+            "total_max_attempts": int(getattr(settings, "AWS_MAX_ATTEMPTS", 12)),
         },
         connect_timeout=float(getattr(settings, "AWS_CONNECT_TIMEOUT", 5)),
         read_timeout=float(getattr(settings, "AWS_READ_TIMEOUT", 60)),
@@ -316,10 +316,59 @@ def client(service: str, region: str, *, role_arn: str = "") -> BaseClient:
     with _lock:
         found = _clients.get(key)
         if found is None:
-            found = _clients[key] = _session(role_arn, region).client(
+            found = _session(role_arn, region).client(
                 service, region_name=region, endpoint_url=endpoint_url(service), config=client_config()
             )
+            _tune_throttling_backoff(found)
+            _limit_rate(found, service, region)
+            found = _clients[key] = found
         return found
+
+
+def _tune_throttling_backoff(client: BaseClient) -> None:
+    """Standard retries wait ``rand(0, 1) * min(base * 2**i, cap)`` before retry ``i``, with a
+    base of 1 s for throttling errors and a cap of 20 s. When half of the calls are throttled
+    whatever the rate, each retry level adds ``base / 4`` on average (half as likely, twice as
+    long), about ``1.75 * base`` per call over 8 attempts: with 1 s, a region's ~40 sequential
+    calls waited over a minute more, and a deploy took 5-8x as long (tests/chaos/test_throttling.py).
+    AWS_THROTTLE_BASE_DELAY (10 ms) and AWS_RETRY_MAX_DELAY (5 s) set both: a throttled call costs
+    about one more round trip, and a quota that stays exceeded is still backed off from, doubling
+    up to seconds. Adaptive mode has its own client-side rate limiter instead and is left as
+    botocore makes it."""
+    if getattr(settings, "AWS_RETRY_MODE", "standard") != "standard":
+        return
+    if client.meta.service_model.service_name == "route53":
+        # Route 53's quota is a rate for the whole account that the shared bucket paces
+        # (ROUTE53_REQUESTS_PER_SECOND); its retries keep botocore's longer backoff, so they
+        # never come back faster than that rate.
+        return
+    service_event = client.meta.service_model.service_id.hyphenize()
+    handlers = getattr(client.meta.events, "_emitter", client.meta.events)._unique_id_handlers
+    registered = handlers.get(f"retry-config-{service_event}")
+    backoff = getattr(getattr(getattr(registered, "get", lambda _k: None)("handler"), "__self__", None),
+                      "_retry_policy", None)  # fmt: skip
+    backoff = getattr(backoff, "_retry_backoff", None)
+    if backoff is None:  # botocore changed shape: its own backoff stays (tests/regions/aws notice)
+        return
+    backoff._DEFAULT_BACKOFF_CONFIG = {
+        **type(backoff)._DEFAULT_BACKOFF_CONFIG,
+        "throttling_base_scale": float(settings.AWS_THROTTLE_BASE_DELAY),
+    }
+    backoff._max_backoff = float(settings.AWS_RETRY_MAX_DELAY)
+
+
+def _limit_rate(client: BaseClient, service: str, region: str) -> None:
+    """With AWS_REQUESTS_PER_SECOND, every request (retries included) to one service in one
+    region takes a token of a bucket shared by every worker (:mod:`.ratelimit`) first."""
+    rate = float(getattr(settings, "AWS_REQUESTS_PER_SECOND", 0) or 0)
+    if rate <= 0 or service == "route53":  # (Route 53 has its own account-wide bucket)
+        return
+    from . import ratelimit
+
+    def take_token(**_kwargs) -> None:
+        ratelimit.acquire(f"aws:{service}:{region}", rate=rate, burst=max(1.0, rate), timeout=60)
+
+    client.meta.events.register("before-send", take_token)
 
 
 @aws_errors

@@ -3,6 +3,7 @@ breaking the rollout's rules (bake time), or fails it with a reason."""
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -24,6 +25,17 @@ broker, engine = support.broker, support.engine  # fixtures
 pytestmark = pytest.mark.django_db(transaction=True)
 
 HANDLER = "def handler(event, context):\n    return {'statusCode': 200, 'body': 'built'}\n"
+
+
+@pytest.fixture(autouse=True)
+def reaper_ran_just_before(settings):
+    """The reaper ran a moment ago (no outage to catch up on), and each test's reap() counts as
+    its next run: what it re-sends is what stuck work alone makes it re-send."""
+    from deployments.engine.reaper import ALIVE_KEY
+    from regions.aws import ratelimit
+
+    settings.REAPER_INTERVAL = 600
+    ratelimit.touch(ALIVE_KEY, ttl=2 * settings.REAPER_INTERVAL)
 
 
 def age(deployment: Deployment, seconds: float) -> None:
@@ -153,3 +165,34 @@ def test_a_build_that_keeps_losing_its_worker_fails_the_deployment_with_a_reason
     assert set(regions.values()) == {RegionStatus.SKIPPED}
     assert "worker stopped" in deployment.error
     assert deployment.events.filter(level="error", message__contains="not building it again").exists()
+
+
+def test_after_an_outage_every_queued_deployment_is_sent_again_at_once(app_3_regions, engine, settings):
+    deployment = new_deployment(app_3_regions)
+    engine.drop()  # the start message was lost (sent while the broker was down)
+    settings.REAPER_INTERVAL = 0.2
+    reap()
+    assert engine.pending("workers.start_deployment") == []  # too recent for a lost message
+
+    # The reaper did not run for longer than two of its periods: the broker (or beat) was down.
+    time.sleep(0.5)
+    counts = reap()
+    assert counts["restarted"] == 1
+    engine.deliver()
+    assert status_of(deployment)[0] == DeploymentStatus.SUCCEEDED
+
+
+def test_stuck_work_is_sent_again_once_per_requeue_period_not_at_every_run(app_3_regions, engine, settings):
+    settings.REAPER_INTERVAL = 5
+    settings.REQUEUE_AFTER = 30
+    deployment = new_deployment(app_3_regions)
+    engine.drop()
+    sent = []
+    for waited in (31, 36, 45, 52, 61, 66, 75):  # the reaper runs every 5 s or so, late at times
+        age(deployment, waited)
+        sent.append(reap()["restarted"])
+        engine.drop()
+    # Sent when it became stuck (past 30 s) and once more 30 s later: in a window of two periods,
+    # so a late run never misses it.
+    assert sent == [1, 1, 0, 0, 1, 1, 0]
+    assert status_of(deployment)[0] == DeploymentStatus.QUEUED
