@@ -125,7 +125,12 @@ def fake_aws():
 
 
 @pytest.fixture(params=[Role.ADMIN, Role.VIEWER])
-def token(request, db, fake_aws):
+def token(request, db, fake_aws, monkeypatch):
+    # The seeded deployment is still running, so every ``?wait=`` the fuzzer sends to its log
+    # would hold the request for up to 30 s (the long-poll's cap): a short cap keeps the run
+    # bounded and still goes through the waiting path (tests/deployments/test_api_events.py
+    # covers what a wait answers).
+    monkeypatch.setattr("deployments.events.LONG_POLL_MAX_S", 0.2)
     # As Django's test client does: a request's end must not close the test's database connection.
     request_started.disconnect(close_old_connections)
     request_finished.disconnect(close_old_connections)

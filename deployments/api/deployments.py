@@ -10,6 +10,7 @@ from django.db.models import Prefetch
 from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
@@ -354,6 +355,15 @@ class DeploymentDetailView(generics.RetrieveAPIView):
         return deployment_queryset().get(pk=self.kwargs["pk"])
 
 
+def refresh_or_404(deployment: Deployment) -> None:
+    """Read the deployment's status again; one deleted meanwhile (a finished teardown takes its
+    stage or app, and so its deployments, with it) is a 404, as it would be a moment later."""
+    try:
+        deployment.refresh_from_db(fields=["status", "finished_at"])
+    except Deployment.DoesNotExist:
+        raise NotFound("No such deployment.")
+
+
 def long_poll_seconds(raw: str | None) -> float:
     """The ``wait`` of a long-poll in seconds (0 when absent), capped at LONG_POLL_MAX_S.
     Raises a ValidationError naming ``wait`` for anything but a number from 0."""
@@ -404,11 +414,11 @@ class DeploymentEventsView(APIView):
             .values_list(*EVENT_COLUMNS)[:limit]
         )
         events = list(lines)
-        deployment.refresh_from_db(fields=["status", "finished_at"])
+        refresh_or_404(deployment)
         if wait and not events and deployment.finished_at is None:
             wait_for_log(deployment.pk, after=after, timeout=wait)
             events = list(lines.all())
-            deployment.refresh_from_db(fields=["status", "finished_at"])
+            refresh_or_404(deployment)
         return Response(
             {
                 "results": event_rows(events),

@@ -159,10 +159,17 @@ class ChaosAwsProxy:
     """An HTTP proxy in front of the AWS emulator. ``throttle_every = 2`` answers every other
     call with the service's throttling error (counting every call, retries included);
     ``hold(pattern)`` keeps calls whose "METHOD path" matches waiting until ``release()``, then
-    sends them on (to the emulator, as AWS does with a request whose caller died meanwhile)."""
+    sends them on (to the emulator, as AWS does with a request whose caller died meanwhile).
 
-    def __init__(self, upstream: str) -> None:
+    Every call, throttled or not, takes ``latency_s`` (80 ms: a round trip across the Atlantic
+    plus the service's own time; bench/aws_model.py has the figures): a call to AWS is never the
+    emulator's millisecond, and a throttled answer costs a round trip too. Without it a deploy's
+    time is the CPU of this machine's processes, and a few milliseconds of retry backoff would
+    look like a multiple of it."""
+
+    def __init__(self, upstream: str, latency_s: float = 0.08) -> None:
         self.upstream = upstream.rstrip("/")
+        self.latency_s = latency_s
         self.throttle_every = 0
         self.calls = 0
         self.throttled: dict[str, int] = {}
@@ -207,6 +214,7 @@ class ChaosAwsProxy:
 
             def _handle(self) -> None:
                 body = self._body()
+                time.sleep(proxy.latency_s)
                 match = _SERVICE.search(self.headers.get("Authorization", ""))
                 service = match.group(1) if match else ""
                 if proxy._should_hold(f"{self.command} {self.path}"):
