@@ -267,7 +267,7 @@ def update_config(
 
 @aws_errors
 def wait_until_updated(
-    region: str, name: str, *, timeout_s: float = 300, role_arn: str = "", poll_s: float = 1.0
+    region: str, name: str, *, timeout_s: float = 300, role_arn: str = "", poll_s: float = 0.5
 ) -> FunctionInfo:
     """Poll until ``name`` is no longer Pending and its last update is no longer InProgress:
     first after 0.1 s, then twice as long each time up to ``poll_s`` (Lambda settles in about
